@@ -1,0 +1,232 @@
+"""The `lmdp` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+
+from .config import ConfigError, load_config
+
+log = logging.getLogger("lmdp")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+DEFAULT_CONFIG = "/etc/lmdp/lmdp.yaml"
+
+
+class Fatal(Exception):
+    """A runtime failure reported as one line, exit status 1."""
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"lmdp: {msg}", file=sys.stderr)
+    return code
+
+
+def _glob(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def _check_packet_socket_allowed() -> None:
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError as e:
+        raise Fatal(
+            "cannot open a packet socket: run as root or grant CAP_NET_RAW and CAP_NET_ADMIN"
+        ) from e
+
+
+async def _serve(config) -> None:
+    from .engine import Engine
+    from .http import start_http
+    from .links import LinkMonitor
+
+    loop = asyncio.get_running_loop()
+    engine = Engine(config)
+    engine.loop = loop
+    try:
+        restored = engine.open_store()
+    except Exception as e:
+        raise Fatal(f"store.path: cannot open lease store {config.store.path}: {e}") from e
+
+    def on_link(event: str, name: str) -> None:
+        if event == "del":
+            engine.detach(name)
+            return
+        if name in engine.ports or not config.interface_matches(name):
+            return
+        try:
+            engine.attach(name)
+        except OSError as e:
+            if e.errno in (errno.ENODEV, errno.ENXIO, errno.ENOENT):
+                return  # gone again before we got to it
+            log.warning("cannot attach %s: %s", name, e)
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    server = None
+    try:
+        monitor = LinkMonitor(loop.call_soon_threadsafe, on_link)
+        await asyncio.to_thread(monitor.start)
+        await asyncio.sleep(0.05)  # let the initial link dump's callbacks run
+        present = {n for _, n in socket.if_nameindex()}
+        missing = [n for n in config.interfaces if not _glob(n) and n not in present]
+        if missing:
+            raise Fatal(f"interfaces: no such interface: {', '.join(missing)}")
+        if config.http.listen:
+            try:
+                server = await start_http(
+                    config.http.listen, engine.metrics, engine.health, engine.leases
+                )
+            except OSError as e:
+                raise Fatal(f"http.listen: cannot listen on {config.http.listen}: {e}") from e
+        log.info(
+            "lmdp serving on node %s: %d bindings (%d leases restored), %d interfaces, http %s",
+            config.node,
+            len(engine.table),
+            restored,
+            len(engine.ports),
+            config.http.listen or "off",
+        )
+        async with asyncio.TaskGroup() as tg:
+            committer = tg.create_task(engine.committer())
+            await stop.wait()
+            committer.cancel()
+        log.info("stopping")
+    finally:
+        if server is not None:
+            server.close()
+        engine.close()
+
+
+def cmd_serve(args) -> int:
+    config = load_config(args.config)
+    _check_packet_socket_allowed()
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(config))
+    return EXIT_OK
+
+
+# -- other commands ----------------------------------------------------------------------
+
+
+def cmd_check_config(args) -> int:
+    import yaml
+
+    config = load_config(args.config)
+    sys.stdout.write(yaml.safe_dump(config.effective(), sort_keys=False))
+    return EXIT_OK
+
+
+def cmd_leases(args) -> int:
+    from .stores.sqlite import SqliteLeaseStore
+
+    config = load_config(args.config)
+    store = SqliteLeaseStore(config.store.path)
+    try:
+        store.open()
+        rows = store.all_leases()
+    except Exception as e:
+        raise Fatal(f"store.path: cannot read lease store {config.store.path}: {e}") from e
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no leases")
+        return EXIT_OK
+    print(f"{'MAC':<18} {'IPV4':<19} {'NODE':<16} UPDATED")
+    import datetime
+
+    for r in rows:
+        ts = datetime.datetime.fromtimestamp(r["updated"], datetime.UTC).strftime(
+            "%Y-%m-%d %H:%M:%SZ"
+        )
+        print(f"{r['mac']:<18} {r['ipv4']:<19} {r['node'] or '-':<16} {ts}")
+    return EXIT_OK
+
+
+def cmd_lab(args) -> int:
+    from .lab import run_demo
+
+    return run_demo(client=args.client, keep=args.keep)
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lmdp",
+        description="Live-migration dataplane: DHCPv4 server and ARP gateway proxy for VMs.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("serve", help="run the daemon in the foreground")
+    s.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML config file")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check-config", help="validate and print the effective config")
+    s.add_argument("config", help="YAML config file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("leases", help="list leases from the configured store")
+    s.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML config file")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_leases)
+
+    s = sub.add_parser("lab", help="network-namespace lab")
+    labsub = s.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
+    labsub.required = True
+    d = labsub.add_parser("demo", help="run lmdp and a real DHCP client in namespaces")
+    d.add_argument(
+        "--client",
+        choices=["auto", "dhclient", "dhcpcd", "udhcpc"],
+        default="auto",
+        help="DHCP client to run in the VM (auto: dhclient if present, else dhcpcd)",
+    )
+    d.add_argument("--keep", action="store_true", help="leave the namespaces up (debugging)")
+    d.set_defaults(func=cmd_lab)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except Fatal as e:
+        return _fail(str(e), EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME
+    except OSError as e:
+        if os.geteuid() != 0 and e.errno in (errno.EPERM, errno.EACCES):
+            return _fail(f"{e.strerror}: run as root", EXIT_RUNTIME)
+        return _fail(str(e), EXIT_RUNTIME)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

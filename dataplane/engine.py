@@ -1,0 +1,254 @@
+"""The event loop: frames in from attached ports, through the responders, replies out.
+
+Protocol decisions live in `protocols/`; this module only moves bytes, counts outcomes,
+and commits pool allocations to the lease store before the replies that name them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+
+from protocols.arp import ArpResponder
+from protocols.bindings import mac_str
+from protocols.dhcpv4.server import Dhcpv4Responder
+from protocols.outcome import Outcome
+
+from .afpacket import PacketSocket
+from .config import Config
+from .metrics import Metrics
+from .stores.sqlite import SqliteLeaseStore
+
+log = logging.getLogger("lmdp.engine")
+
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_RARP = 0x8035
+
+
+class RateLimitedLog:
+    """At most `burst` messages per `period` seconds; the rest are counted and summarised."""
+
+    def __init__(self, logger: logging.Logger, period: float = 10.0, burst: int = 5):
+        self.logger, self.period, self.burst = logger, period, burst
+        self.window = 0.0
+        self.count = 0
+        self.suppressed = 0
+
+    def __call__(self, level: int, msg: str, *args) -> None:
+        now = time.monotonic()
+        if now - self.window > self.period:
+            if self.suppressed:
+                self.logger.log(level, "%d similar messages suppressed", self.suppressed)
+            self.window, self.count, self.suppressed = now, 0, 0
+        if self.count < self.burst:
+            self.count += 1
+            self.logger.log(level, msg, *args)
+        else:
+            self.suppressed += 1
+
+
+class Port:
+    __slots__ = ("ifname", "psock")
+
+    def __init__(self, ifname: str, psock: PacketSocket):
+        self.ifname = ifname
+        self.psock = psock
+
+
+class Engine:
+    def __init__(self, config: Config, metrics: Metrics | None = None):
+        self.config = config
+        self.node = config.node
+        self.params = config.gateway_params()
+        self.table = config.binding_table()
+        self.metrics = metrics or Metrics()
+        self.arp = ArpResponder(self.params, self.table)
+        self.dhcp4 = Dhcpv4Responder(self.params, self.table, node=self.node)
+        self.store = SqliteLeaseStore(config.store.path)
+        self.store_ok = True
+        self.ports: dict[str, Port] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._store_exec = concurrent.futures.ThreadPoolExecutor(1, "lmdp-store")
+        self._pending: list[tuple[Port, Outcome]] = []
+        self._pending_event = asyncio.Event()
+        self._bug_log = RateLimitedLog(log)
+        self._warn_log = RateLimitedLog(log)
+        self._handlers: dict[int, Callable[[bytes, str, float], Outcome]] = {
+            ETH_P_ARP: self.arp.handle,
+            ETH_P_RARP: self.arp.handle,
+            ETH_P_IP: self.dhcp4.handle,
+        }
+        self._protocol = {ETH_P_ARP: "arp", ETH_P_RARP: "arp", ETH_P_IP: "dhcpv4"}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open_store(self) -> int:
+        """Open the store and enter its leases; returns how many were restored."""
+        self.store.open()
+        leases = self.store.load()
+        for lease in leases:
+            self.table.restore(lease)
+        self._update_binding_gauges()
+        return len(leases)
+
+    def close(self) -> None:
+        for name in list(self.ports):
+            self.detach(name)
+        self._store_exec.shutdown(wait=True)
+        self.store.close()
+
+    # -- ports -------------------------------------------------------------------------
+
+    def attach(self, ifname: str) -> bool:
+        if ifname in self.ports:
+            return False
+        psock = PacketSocket(ifname)
+        port = Port(ifname, psock)
+        self.ports[ifname] = port
+        if self.loop is not None:
+            self.loop.add_reader(psock.fd, self._on_readable, port)
+        self.metrics.set_interfaces_attached(len(self.ports))
+        log.info("attached %s (ifindex %d)", ifname, psock.ifindex)
+        return True
+
+    def detach(self, ifname: str) -> bool:
+        port = self.ports.pop(ifname, None)
+        if port is None:
+            return False
+        if self.loop is not None:
+            self.loop.remove_reader(port.psock.fd)
+        port.psock.close()
+        self.metrics.forget_interface(ifname)
+        self.metrics.set_interfaces_attached(len(self.ports))
+        log.info("detached %s", ifname)
+        return True
+
+    # -- the hot path ------------------------------------------------------------------
+
+    def _on_readable(self, port: Port) -> None:
+        try:
+            frames = port.psock.recv_batch()
+        except OSError as e:
+            self._warn_log(logging.WARNING, "receive on %s failed: %s", port.ifname, e)
+            return
+        now = time.time()
+        for frame in frames:
+            self.process(port, frame, now)
+
+    def process(self, port: Port, frame: bytes, now: float) -> None:
+        ifname = port.ifname
+        try:
+            ethertype = frame[12] << 8 | frame[13] if len(frame) >= 14 else 0
+            handler = self._handlers.get(ethertype)
+            if handler is None:
+                self.metrics.dropped(ifname, "bad_ethertype")
+                return
+            outcome = handler(frame, ifname, now)
+            self.metrics.received(ifname, self._protocol[ethertype], outcome.received)
+            if outcome.drop is not None:
+                self.metrics.dropped(ifname, outcome.drop)
+                return
+            if outcome.received == "DHCPDECLINE" and outcome.mac is not None:
+                self._warn_log(
+                    logging.WARNING, "%s declined its address: conflict", mac_str(outcome.mac)
+                )
+            if outcome.reply is None:
+                return
+            if outcome.lease is not None:
+                self._pending.append((port, outcome))
+                self._pending_event.set()
+                return
+            self._transmit(port, outcome)
+        except Exception:
+            # Our bug, not the peer's: count it, show the frame, keep serving everyone else.
+            self.metrics.internal_error()
+            self._bug_log(
+                logging.ERROR,
+                "internal error on %s handling %s",
+                ifname,
+                frame[:256].hex(),
+                exc_info=True,
+            )
+
+    def _transmit(self, port: Port, outcome: Outcome) -> None:
+        if port.psock.send(outcome.reply):
+            self.metrics.sent(port.ifname, outcome.sent or "unknown")
+        else:
+            self.metrics.dropped(port.ifname, "tx_busy")
+
+    # -- group commit of pool allocations ----------------------------------------------
+
+    async def committer(self) -> None:
+        """Commit pending allocations in one transaction per batch, then send their replies.
+
+        While a commit is in flight, new allocations queue up for the next one, so a burst of
+        clients costs a few transactions, not one per lease.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._pending_event.wait()
+            self._pending_event.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            leases = [o.lease for _, o in batch]
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(
+                    self._store_exec, self.store.commit, leases, time.time()
+                )
+            except Exception as e:
+                self.metrics.store_error()
+                if self.store_ok:
+                    log.error("lease store commit failed: %s; refusing new allocations", e)
+                self.store_ok = False
+                for port, o in batch:
+                    self.table.remove(o.lease.mac)
+                    self.metrics.dropped(port.ifname, "store_unavailable")
+                continue
+            if not self.store_ok:
+                log.info("lease store is back")
+            self.store_ok = True
+            self.metrics.store_committed(time.perf_counter() - t0, len(leases))
+            for (port, o), stored in zip(batch, results, strict=True):
+                if stored is None:
+                    # Another node took this address first; the client will ask again.
+                    self.table.remove(o.lease.mac)
+                    self.metrics.dropped(port.ifname, "stale_allocation")
+                elif stored.ipv4 != o.lease.ipv4:
+                    self.table.restore(stored)
+                    self.metrics.dropped(port.ifname, "stale_allocation")
+                else:
+                    self.table.confirm(stored)
+                    if port.ifname in self.ports:
+                        self._transmit(port, o)
+            self._update_binding_gauges()
+
+    def _update_binding_gauges(self) -> None:
+        pool = sum(1 for b in self.table.by_mac.values() if b.pool)
+        self.metrics.set_bindings(static=len(self.table) - pool, pool=pool)
+
+    # -- views for /healthz and /leases ------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if not self.store_ok:
+            return False, "lease store unavailable"
+        return True, f"ok: {len(self.ports)} interfaces attached"
+
+    def leases(self) -> list[dict]:
+        out = []
+        for b in self.table.by_mac.values():
+            out.append(
+                {
+                    "name": b.name,
+                    "mac": mac_str(b.mac),
+                    "ipv4": f"{b.ipv4_address}/{b.prefixlen}" if b.ipv4 is not None else None,
+                    "kind": "pool" if b.pool else "static",
+                    "committed": b.durable,
+                }
+            )
+        return out

@@ -1,0 +1,411 @@
+"""The network-namespace lab: nodes, VMs and real DHCP clients, all torn down afterwards.
+
+Everything lives in namespaces named with a per-run prefix; nothing touches the host's own
+interfaces. Processes started here are stopped by their PID, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Lab", "LabError", "VmClient", "run_demo"]
+
+NETNS_ETC = Path("/etc/netns")
+
+
+class LabError(Exception):
+    pass
+
+
+def _run(cmd: list[str], check: bool = True, timeout: float = 30, **kw) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p.stdout
+
+
+@dataclass
+class Lab:
+    """A set of namespaces with a unique prefix; use as a context manager."""
+
+    prefix: str = field(default_factory=lambda: f"lmdp{os.getpid() % 10000}{secrets.token_hex(2)}")
+    namespaces: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    pidfiles: list[Path] = field(default_factory=list)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lmdp-lab-")))
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.teardown()
+
+    # -- namespaces ----------------------------------------------------------------------
+
+    def netns(self, short: str) -> str:
+        """Create namespace `<prefix>-<short>` with loopback up and a private resolv.conf."""
+        name = f"{self.prefix}-{short}"
+        _run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        # `ip netns exec` bind-mounts /etc/netns/NAME/* over /etc: clients that rewrite
+        # /etc/resolv.conf write this file, never the host's.
+        d = NETNS_ETC / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "resolv.conf").write_text("")
+        self.ip(name, "link", "set", "lo", "up")
+        return name
+
+    def ip(self, ns: str, *args: str) -> str:
+        return _run(["ip", "-n", ns, *args])
+
+    def exec(self, ns: str, *cmd: str, check: bool = True, timeout: float = 30) -> str:
+        return _run(["ip", "netns", "exec", ns, *cmd], check=check, timeout=timeout)
+
+    def popen(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)
+        self.procs.append(p)
+        return p
+
+    def veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str, mac_b: str | None = None):
+        """A veth pair created directly inside the namespaces (never in the host's)."""
+        _run(["ip", "-n", ns_a, "link", "add", name_a, "type", "veth", "peer", "name", name_b,
+              "netns", ns_b])  # fmt: skip
+        if mac_b:
+            self.ip(ns_b, "link", "set", name_b, "address", mac_b)
+        self.ip(ns_a, "link", "set", name_a, "up")
+        self.ip(ns_b, "link", "set", name_b, "up")
+
+    def resolv_conf(self, ns: str) -> str:
+        return (NETNS_ETC / ns / "resolv.conf").read_text()
+
+    # -- teardown ------------------------------------------------------------------------
+
+    def stop(self, p: subprocess.Popen, timeout: float = 5) -> None:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout)
+
+    def teardown(self) -> None:
+        for pidfile in self.pidfiles:
+            # Daemons that forked (dhclient): the PID they wrote is the one we started.
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        for p in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                self.stop(p)
+        for ns in reversed(self.namespaces):
+            # Anything still inside dies with the namespace's interfaces; delete the netns.
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
+        self.namespaces.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# -- real DHCP clients ----------------------------------------------------------------------
+
+DHCLIENT_CONF = """\
+option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;
+send host-name = gethostname();
+request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers,
+        domain-search, host-name, interface-mtu, rfc3442-classless-static-routes;
+"""
+
+DHCPCD_CONF = """\
+# lmdp lab: IPv4 only, no IPv4LL fallback, apply MTU and classless routes
+noipv4ll
+noipv6rs
+ipv4only
+option domain_name_servers, domain_name, domain_search, host_name
+option classless_static_routes, interface_mtu
+require dhcp_server_identifier
+"""
+
+
+def client_available(name: str) -> bool:
+    return shutil.which(name) is not None
+
+
+@dataclass
+class VmClient:
+    """Runs one real DHCP client inside a VM namespace and stops it afterwards."""
+
+    lab: Lab
+    ns: str
+    kind: str
+    ifname: str = "eth0"
+    proc: subprocess.Popen | None = None
+
+    def _path(self, name: str) -> Path:
+        return self.lab.workdir / f"{self.ns}-{self.kind}-{name}"
+
+    def start(self, timeout: float = 30) -> str:
+        """Run the client until it is bound; returns its output."""
+        if self.kind == "dhclient":
+            conf = self._path("dhclient.conf")
+            conf.write_text(DHCLIENT_CONF)
+            pidfile = self._path("dhclient.pid")
+            self.lab.pidfiles.append(pidfile)
+            # -1: try once and fail rather than retry forever; it forks once bound.
+            return self.lab.exec(
+                self.ns, "dhclient", "-1", "-v", "-cf", str(conf), "-lf",
+                str(self._path("dhclient.leases")), "-pf", str(pidfile), self.ifname,
+                timeout=timeout,
+            )  # fmt: skip
+        if self.kind == "dhcpcd":
+            conf = self._path("dhcpcd.conf")
+            conf.write_text(DHCPCD_CONF)
+            # dhcpcd keeps leases and control sockets in fixed host paths: give this run
+            # private ones (`ip netns exec` runs us in a mount namespace of our own), so VMs
+            # never see each other's leases. -B: stay in the foreground; we own its PID.
+            private = (
+                "for d in /var/lib/dhcpcd /run/dhcpcd; do mkdir -p $d && "
+                "mount -t tmpfs lmdp-lab $d || exit 1; done; exec \"$@\""
+            )
+            self.proc = self.lab.popen(
+                self.ns, "sh", "-c", private, "sh", "dhcpcd", "-B", "-4", "-f", str(conf),
+                "-t", str(int(timeout)), self.ifname,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            return ""
+        if self.kind == "udhcpc":
+            return self.lab.exec(
+                self.ns, "udhcpc", "-i", self.ifname, "-f", "-q", "-n", "-t", "5", "-T", "2",
+                "-O", "121", "-O", "26", "-x", "hostname:vm",
+                timeout=timeout,
+            )  # fmt: skip
+        raise LabError(f"unknown DHCP client {self.kind}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc)
+            self.proc = None
+        if self.kind == "dhclient":
+            self.lab.exec(
+                self.ns, "dhclient", "-x", "-pf", str(self._path("dhclient.pid")),
+                "-lf", str(self._path("dhclient.leases")), self.ifname, check=False,
+            )  # fmt: skip
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def ipv4_addresses(lab: Lab, ns: str, ifname: str = "eth0") -> list[str]:
+    out = json.loads(lab.exec(ns, "ip", "-j", "-4", "addr", "show", "dev", ifname))
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for link in out
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
+    ]
+
+
+def effective_mtu(lab: Lab, ns: str, ifname: str = "eth0") -> int:
+    """The MTU the VM's packets get: dhclient sets the interface's, dhcpcd sets it on every
+    route it installs (`mtu 1400`), which takes precedence over the interface's."""
+    link = json.loads(lab.exec(ns, "ip", "-j", "link", "show", ifname))[0]
+    routes = json.loads(lab.exec(ns, "ip", "-j", "-4", "route", "show", "dev", ifname))
+    route_mtus = {r.get("metrics", [{}])[0].get("mtu") for r in routes if r.get("metrics")}
+    if len(route_mtus) == 1 and None not in route_mtus and len(routes) == sum(
+        1 for r in routes if r.get("metrics")
+    ):
+        return route_mtus.pop()
+    return link["mtu"]
+
+
+def resolve_gateway(lab: Lab, ns: str, gateway: str = "169.254.1.1") -> str:
+    """Make the VM's kernel resolve its gateway (one UDP datagram) and return `ip neigh`."""
+    send = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"s.sendto(b'lmdp', ('{gateway}', 9))"
+    )
+    lab.exec(ns, sys.executable, "-c", send, check=False)
+
+    def resolved() -> str:
+        out = lab.exec(ns, "ip", "neigh", "show", gateway)
+        return out if "lladdr" in out else ""
+
+    try:
+        return wait_for(resolved, 3, 0.05, f"a neighbour entry for {gateway}")
+    except LabError:
+        return lab.exec(ns, "ip", "neigh", "show", gateway)
+
+
+# -- lmdp inside a node namespace -----------------------------------------------------------
+
+
+@dataclass
+class LmdpProcess:
+    lab: Lab
+    ns: str
+    config_path: Path
+    http: str = "127.0.0.1:9464"
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 15) -> None:
+        self.log_path = self.config_path.with_suffix(".log")
+        logf = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
+        self.proc = self.lab.popen(
+            self.ns, sys.executable, "-m", "dataplane.cli", "serve", "-c", str(self.config_path),
+            stdout=logf, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        logf.close()
+        wait_for(self._healthy, timeout, 0.1, f"lmdp in {self.ns} to become healthy")
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise LabError(f"lmdp exited with {self.proc.returncode}:\n{self.log()}")
+        return self.get("/healthz", check=False).startswith("ok")
+
+    def get(self, path: str, check: bool = True) -> str:
+        code = (
+            "import sys,urllib.request\n"
+            "try:\n"
+            f"  print(urllib.request.urlopen('http://{self.http}{path}', timeout=2).read()"
+            ".decode(), end='')\n"
+            "except Exception as e:\n"
+            "  print('error', e); sys.exit(1)\n"
+        )
+        return self.lab.exec(self.ns, sys.executable, "-c", code, check=check)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.get("/metrics").splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, rest = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.lab.stop(self.proc)
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+def write_config(path: Path, **overrides) -> Path:
+    import yaml
+
+    config = {
+        "node": "node-a",
+        "interfaces": ["tap*"],
+        "dns": {"servers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]},
+        "mtu": 1400,
+        "bindings": [
+            {"name": "fedora", "mac": "0a:58:0a:f4:02:1a", "ipv4": "10.244.2.26/24"},
+        ],
+        "store": {"backend": "sqlite", "path": str(path.with_suffix(".db"))},
+        "http": {"listen": "127.0.0.1:9464"},
+    }
+    config.update(overrides)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+VM_MAC = "0a:58:0a:f4:02:1a"
+
+
+def _section(title: str, body: str) -> None:
+    print(f"\n== {title}")
+    print(body.rstrip() or "(empty)")
+
+
+def run_demo(client: str = "auto", keep: bool = False) -> int:
+    if os.geteuid() != 0:
+        print("lmdp: the lab needs root (network namespaces)", file=sys.stderr)
+        return 1
+    if client == "auto":
+        client = next((c for c in ("dhclient", "dhcpcd", "udhcpc") if client_available(c)), "")
+        if not client:
+            print("lmdp: no DHCP client found (dhclient, dhcpcd, udhcpc)", file=sys.stderr)
+            return 1
+    lab = Lab()
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        node = lab.netns("node-a")
+        vm = lab.netns("vm-fedora")
+        lab.veth(node, "tap0", vm, "eth0", mac_b=VM_MAC)
+        print(f"lab {lab.prefix}: node {node}, VM {vm} ({VM_MAC}) on tap0")
+        lmdp = LmdpProcess(lab, node, write_config(lab.workdir / "node-a.yaml"))
+        lmdp.start()
+        print(f"lmdp serving in {node}; running {client} in the VM")
+        t0 = time.monotonic()
+        vc = VmClient(lab, vm, client)
+        vc.start()
+        addrs = wait_for(lambda: ipv4_addresses(lab, vm), 30, what="the VM's address")
+        print(f"bound in {time.monotonic() - t0:.2f}s")
+        routes = lab.exec(vm, "ip", "route")
+        arping = lab.exec(
+            vm, "arping", "-c", "1", "-w", "2", "-I", "eth0", "169.254.1.1", check=False
+        )
+        neigh = resolve_gateway(lab, vm)
+        mtu = effective_mtu(lab, vm)
+        _section("ip -4 addr (VM)", lab.exec(vm, "ip", "-4", "addr", "show", "dev", "eth0"))
+        _section("ip route (VM)", routes)
+        _section("arping 169.254.1.1 (VM)", arping)
+        _section("ip neigh (VM)", neigh)
+        _section("resolv.conf (VM)", lab.resolv_conf(vm))
+        _section("leases (lmdp /leases)", lmdp.get("/leases"))
+        checks = [
+            ("address 10.244.2.26/24", addrs == ["10.244.2.26/24"], ", ".join(addrs)),
+            ("default via 169.254.1.1", "default via 169.254.1.1" in routes, ""),
+            ("on-link route to 169.254.1.1", "169.254.1.1 dev eth0" in routes, ""),
+            (
+                "neighbour 169.254.1.1 is 0a:58:a9:fe:01:01",
+                "lladdr 0a:58:a9:fe:01:01" in neigh,
+                "",
+            ),  # fmt: skip
+            ("DNS 10.96.0.10", "10.96.0.10" in lab.resolv_conf(vm), ""),
+            ("MTU 1400", mtu == 1400, str(mtu)),
+        ]
+        if client == "udhcpc":
+            checks = checks[:1] + checks[3:4]  # udhcpc's default script sets no 121 routes
+        vc.stop()
+    except LabError as e:
+        print(f"lmdp: demo failed: {e}", file=sys.stderr)
+        checks.append(("demo ran", False, str(e)))
+    finally:
+        if keep:
+            print(f"namespaces kept: {' '.join(lab.namespaces)}")
+        else:
+            lab.teardown()
+    print("\n== checks")
+    for what, ok, detail in checks:
+        print(f"  [{'ok' if ok else 'FAIL'}] {what}{'  (' + detail + ')' if detail else ''}")
+    return 0 if checks and all(ok for _, ok, _ in checks) else 1

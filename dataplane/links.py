@@ -1,0 +1,69 @@
+"""Follow the interfaces of this network namespace over netlink (pyroute2).
+
+pyroute2's netlink core runs its own asyncio loop, which does not start under uvloop, so the
+monitor lives in a thread of its own and hands link events to the engine's loop with
+`call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+log = logging.getLogger("lmdp.links")
+
+__all__ = ["LinkMonitor", "current_links"]
+
+
+def current_links() -> list[str]:
+    with IPRoute() as ipr:
+        return [link.get("IFLA_IFNAME") for link in ipr.get_links()]
+
+
+class LinkMonitor:
+    """Calls `on_event("add" | "del", ifname)` in the caller's thread via `post`."""
+
+    def __init__(self, post: Callable[[Callable, str, str], None], on_event: Callable):
+        self._post = post
+        self._on_event = on_event
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lmdp-netlink", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("netlink monitor did not start")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            ipr = IPRoute()
+            # Subscribe before the dump, so a link that appears in between is not missed.
+            ipr.bind(groups=RTMGRP_LINK)
+            for link in ipr.get_links():
+                self._post(self._on_event, "add", link.get("IFLA_IFNAME"))
+        except BaseException as e:  # reported to start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            try:
+                msgs = ipr.get()
+            except Exception as e:
+                log.error("netlink monitor stopped: %s", e)
+                return
+            for msg in msgs:
+                name = msg.get("IFLA_IFNAME")
+                if name is None:
+                    continue
+                if msg["event"] == "RTM_NEWLINK":
+                    self._post(self._on_event, "add", name)
+                elif msg["event"] == "RTM_DELLINK":
+                    self._post(self._on_event, "del", name)
