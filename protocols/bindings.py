@@ -101,13 +101,20 @@ class BindingTable:
     def owner_of(self, ipv4: bytes) -> Binding | None:
         return self.by_ipv4.get(ipv4)
 
-    def allocate(self, mac: bytes) -> Binding | None:
+    def pools_for(self, giaddr: bytes) -> list[Pool]:
+        """The pools serving a relay's link: those whose subnet holds `giaddr` (RFC 2131 §4.3.1)."""
+        v = int.from_bytes(giaddr, "big")
+        return [p for p in self.pools if int(p.subnet.network_address) <= v <= int(
+            p.subnet.broadcast_address)]  # fmt: skip
+
+    def allocate(self, mac: bytes, pools: list[Pool] | None = None) -> Binding | None:
         """A tentative pool binding for an unknown MAC, or None when no pool has room.
 
         The binding is entered with `durable=False`; the responder attaches a `Lease` to its
-        reply so the engine commits it first, then calls `confirm`.
+        reply so the engine commits it first, then calls `confirm`. `pools` narrows the
+        choice (a relay's subnet); by default every pool is tried in order.
         """
-        for pool in self.pools:
+        for pool in self.pools if pools is None else pools:
             n = pool.size()
             base = int(pool.start)
             for i in range(n):

@@ -31,6 +31,7 @@ DROP_REASONS = frozenset(
         "unsupported_message",  # DHCP message type a server does not accept
         "unknown_client",  # no binding and no pool
         "pool_exhausted",
+        "no_subnet",  # relayed from a giaddr that no pool's subnet holds
         "store_unavailable",  # new allocation refused while the store is down
         "bad_arp",  # not Ethernet/IPv4 ARP
         "arp_reply",  # ARP op other than request (replies, RARP)
@@ -40,6 +41,7 @@ DROP_REASONS = frozenset(
         "not_proxied",  # target is not the gateway or a proxied address
         "wrong_unicast_dst",  # unicast to a MAC that is not the gateway's
         "stale_allocation",  # the store gave the MAC another address
+        "relay_from_vm",  # giaddr set by a bound VM: a VM is never a relay
         "tx_busy",  # the interface's transmit queue was full
     }
 )

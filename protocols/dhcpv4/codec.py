@@ -317,14 +317,21 @@ def decode_classless_routes(data: bytes) -> list[tuple[bytes, int, bytes]] | Non
     return routes
 
 
-def decode_udp4(frame: bytes, offset: int = ETH_HLEN) -> tuple[bytes, bytes, int, int, bytes]:
+def decode_udp4(
+    frame: bytes, offset: int = ETH_HLEN, verify_udp: bool = False
+) -> tuple[bytes, bytes, int, int, bytes]:
     """`(ip_src, ip_dst, sport, dport, payload)` of the IPv4/UDP datagram at `frame[offset:]`.
 
     Checks, in order: IPv4 version 4 and IHL >= 5 ("bad_ip_header", RFC 791 §3.1), headers and
     total length present ("truncated"; bytes past the total length are Ethernet padding and
     ignored), header checksum ("bad_checksum"), no fragment ("fragment"), protocol 17
     ("not_udp"), UDP length within the datagram ("truncated"; under 8 is "bad_ip_header"),
-    and the UDP checksum unless it is 0, i.e. not computed (RFC 768; "bad_checksum").
+    and, with `verify_udp`, the UDP checksum unless it is 0 (RFC 768; "bad_checksum").
+
+    The responder does not verify the UDP checksum: with checksum offload (virtio-net, veth)
+    a packet socket sees a guest's unicast UDP before the checksum is filled in, which is
+    why ISC dhcpd drops renewals from such guests as "bad udp checksums". The Ethernet FCS
+    already guards the bytes, and the IPv4 header checksum is still checked.
     """
     end = len(frame)
     if end < offset + 20:
@@ -350,7 +357,7 @@ def decode_udp4(frame: bytes, offset: int = ETH_HLEN) -> tuple[bytes, bytes, int
     if ulen > total - ihl:
         raise MalformedPacket("truncated")
     payload = frame[udp + 8 : udp + ulen]
-    if ucsum:
+    if verify_udp and ucsum:
         pseudo = int.from_bytes(src + dst, "big") + IPPROTO_UDP + ulen
         if checksum(frame[udp : udp + ulen], pseudo) != 0:
             raise MalformedPacket("bad_checksum")

@@ -194,6 +194,10 @@ class Dhcpv4Responder:
             # Relayed: the Ethernet src is the relay's, so the client is named by chaddr.
             if msg.htype != HTYPE_ETHER or msg.hlen != 6:
                 return Outcome(label, drop="not_bootrequest")
+            if self.table.lookup(eth_src) is not None:
+                # A VM is never a relay: with giaddr and another VM's chaddr it could learn
+                # or claim that VM's address.
+                return self._drop(label, "relay_from_vm", eth_src)
             mac = msg.chaddr[:6]
         else:
             mac = eth_src
@@ -203,7 +207,12 @@ class Dhcpv4Responder:
                 return Outcome(label, drop="unknown_client")
             if not self.table.pools:
                 return Outcome(label, drop="unknown_client")
-            binding = self.table.allocate(mac)
+            pools = None
+            if msg.giaddr != ZERO4:
+                pools = self.table.pools_for(msg.giaddr)
+                if not pools:
+                    return Outcome(label, drop="no_subnet")
+            binding = self.table.allocate(mac, pools)
             if binding is None:
                 return Outcome(label, drop="pool_exhausted")
 

@@ -367,9 +367,20 @@ def test_decode_udp4_errors():
     assert reason(frame[:38] + b"\x00\x07" + frame[40:]) == "bad_ip_header"  # UDP length < 8
     longer = (int.from_bytes(udp_len, "big") + 1).to_bytes(2, "big")
     assert reason(frame[:38] + longer + frame[40:]) == "truncated"
-    # A flipped payload byte breaks the UDP checksum.
+    # A flipped payload byte breaks the UDP checksum, noticed only when asked to verify it.
     flipped = frame[:-1] + bytes((frame[-1] ^ 1,))
-    assert reason(flipped) == "bad_checksum"
+    with pytest.raises(MalformedPacket) as e:
+        decode_udp4(flipped, verify_udp=True)
+    assert e.value.reason == "bad_checksum"
+    assert decode_udp4(flipped)[4][-1] == frame[-1] ^ 1
+
+
+def test_decode_udp4_accepts_partial_checksum_from_offload():
+    """A guest's kernel UDP socket with checksum offload: the field holds only the
+    pseudo-header sum when the frame reaches a packet socket. Still served."""
+    frame = bytearray(_frame())
+    frame[40:42] = b"\x12\x34"  # not the real checksum
+    assert decode_udp4(bytes(frame))[3] == 67
 
 
 def test_decode_udp4_accepts_zero_udp_checksum():

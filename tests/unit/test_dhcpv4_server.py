@@ -410,7 +410,7 @@ def test_no_magic_cookie_dropped(dhcp):
     frame = dhcp_request("discover")
     broken = bytearray(frame)
     broken[OPTIONS_OFF - 4] ^= 0xFF
-    assert handle(dhcp, bytes(broken)).drop == "bad_checksum"  # the UDP checksum notices first
+    assert handle(dhcp, bytes(broken)).drop == "no_magic_cookie"  # UDP checksum not verified
     frame = dhcp_request("discover", udp_checksum=0)
     broken = bytearray(frame)
     broken[OPTIONS_OFF - 4] ^= 0xFF
@@ -517,10 +517,17 @@ def test_relayed_with_non_ethernet_chaddr_dropped(dhcp):
 
 
 def test_relayed_unknown_chaddr(dhcp):
+    frame = dhcp_request("discover", eth_src=RELAY_MAC_STR, giaddr=RELAY_IP_STR, chaddr=UNKNOWN_MAC)
+    assert handle(dhcp, frame).drop == "unknown_client"  # chaddr, not the Ethernet src
+
+
+def test_relay_claimed_by_a_vm_is_refused(dhcp):
+    """A bound VM setting giaddr and another client's chaddr must not learn its address."""
     frame = dhcp_request(
         "discover", eth_src=SEED_MAC.hex(":"), giaddr=RELAY_IP_STR, chaddr=UNKNOWN_MAC
     )
-    assert handle(dhcp, frame).drop == "unknown_client"  # chaddr, not the Ethernet src
+    out = handle(dhcp, frame)
+    assert (out.drop, out.reply, out.mac) == ("relay_from_vm", None, SEED_MAC)
 
 
 # Option contents and order
@@ -690,3 +697,27 @@ def test_option_cache_is_bounded(monkeypatch):
         assert bootp(out)[16:20] == bytes((10, 244, 2, 100 + i))
         assert f"vm{i}".encode() in options(out)
         assert len(dhcp._cache) <= 4
+
+
+def test_relayed_allocation_uses_the_pool_of_giaddrs_subnet():
+    """RFC 2131 §4.3.1: a relayed client gets an address on the relay's link."""
+    from protocols.bindings import Pool
+
+    def pool(net, start, end):
+        return Pool(
+            ipaddress.ip_network(net), ipaddress.ip_address(start), ipaddress.ip_address(end)
+        )
+
+    table = BindingTable(
+        [],
+        [
+            pool("10.1.0.0/24", "10.1.0.10", "10.1.0.20"),
+            pool("10.2.0.0/24", "10.2.0.10", "10.2.0.20"),
+        ],
+    )
+    responder = Dhcpv4Responder(seed_params(), table)
+    frame = dhcp_request("discover", eth_src=RELAY_MAC_STR, giaddr="10.2.0.1", chaddr=UNKNOWN_MAC)
+    out = handle(responder, frame)
+    assert out.sent == "DHCPOFFER" and out.lease.ipv4 == bytes((10, 2, 0, 10))
+    frame = dhcp_request("discover", eth_src=RELAY_MAC_STR, giaddr="10.3.0.1", chaddr=b"\x0a" * 6)
+    assert handle(responder, frame).drop == "no_subnet"
