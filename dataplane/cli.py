@@ -104,6 +104,8 @@ async def _serve(config) -> None:
             committer = tg.create_task(engine.committer())
             await stop.wait()
             committer.cancel()
+        # Allocations already decided are committed and answered, not lost.
+        await engine.flush()
         log.info("stopping")
     finally:
         if server is not None:

@@ -38,7 +38,7 @@ class RateLimitedLog:
         self.count = 0
         self.suppressed = 0
 
-    def __call__(self, level: int, msg: str, *args) -> None:
+    def __call__(self, level: int, msg: str, *args, **kwargs) -> None:
         now = time.monotonic()
         if now - self.window > self.period:
             if self.suppressed:
@@ -46,7 +46,7 @@ class RateLimitedLog:
             self.window, self.count, self.suppressed = now, 0, 0
         if self.count < self.burst:
             self.count += 1
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, **kwargs)
         else:
             self.suppressed += 1
 
@@ -152,9 +152,14 @@ class Engine:
             if outcome.drop is not None:
                 self.metrics.dropped(ifname, outcome.drop)
                 return
-            if outcome.received == "DHCPDECLINE" and outcome.mac is not None:
+            if outcome.conflict is not None:
+                # RFC 2131 §4.3.3: the client found its address in use on the link.
                 self._warn_log(
-                    logging.WARNING, "%s declined its address: conflict", mac_str(outcome.mac)
+                    logging.WARNING,
+                    "address conflict: %s declined %s on %s",
+                    mac_str(outcome.mac) if outcome.mac else "unknown client",
+                    ".".join(map(str, outcome.conflict)),
+                    ifname,
                 )
             if outcome.reply is None:
                 return
@@ -188,45 +193,48 @@ class Engine:
         While a commit is in flight, new allocations queue up for the next one, so a burst of
         clients costs a few transactions, not one per lease.
         """
-        loop = asyncio.get_running_loop()
         while True:
             await self._pending_event.wait()
             self._pending_event.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            leases = [o.lease for _, o in batch]
-            t0 = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(
-                    self._store_exec, self.store.commit, leases, time.time()
-                )
-            except Exception as e:
-                self.metrics.store_error()
-                if self.store_ok:
-                    log.error("lease store commit failed: %s; refusing new allocations", e)
-                self.store_ok = False
-                for port, o in batch:
-                    self.table.remove(o.lease.mac)
-                    self.metrics.dropped(port.ifname, "store_unavailable")
-                continue
-            if not self.store_ok:
-                log.info("lease store is back")
-            self.store_ok = True
-            self.metrics.store_committed(time.perf_counter() - t0, len(leases))
-            for (port, o), stored in zip(batch, results, strict=True):
-                if stored is None:
-                    # Another node took this address first; the client will ask again.
-                    self.table.remove(o.lease.mac)
-                    self.metrics.dropped(port.ifname, "stale_allocation")
-                elif stored.ipv4 != o.lease.ipv4:
-                    self.table.restore(stored)
-                    self.metrics.dropped(port.ifname, "stale_allocation")
-                else:
-                    self.table.confirm(stored)
-                    if port.ifname in self.ports:
-                        self._transmit(port, o)
-            self._update_binding_gauges()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit what is pending now in one transaction, then send or refuse its replies."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        leases = [o.lease for _, o in batch]
+        t0 = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._store_exec, self.store.commit, leases, time.time()
+            )
+        except Exception as e:
+            self.metrics.store_error()
+            if self.store_ok:
+                log.error("lease store commit failed: %s; refusing new allocations", e)
+            self.store_ok = False
+            for port, o in batch:
+                self.table.remove(o.lease.mac)
+                self.metrics.dropped(port.ifname, "store_unavailable")
+            return
+        if not self.store_ok:
+            log.info("lease store is back")
+        self.store_ok = True
+        self.metrics.store_committed(time.perf_counter() - t0, len(leases))
+        for (port, o), stored in zip(batch, results, strict=True):
+            if stored is None:
+                # Another node took this address first; the client will ask again.
+                self.table.remove(o.lease.mac)
+                self.metrics.dropped(port.ifname, "stale_allocation")
+            elif stored.ipv4 != o.lease.ipv4:
+                self.table.restore(stored)
+                self.metrics.dropped(port.ifname, "stale_allocation")
+            else:
+                self.table.confirm(stored)
+                if port.ifname in self.ports:
+                    self._transmit(port, o)
+        self._update_binding_gauges()
 
     def _update_binding_gauges(self) -> None:
         pool = sum(1 for b in self.table.by_mac.values() if b.pool)

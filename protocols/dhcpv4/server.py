@@ -233,8 +233,8 @@ class Dhcpv4Responder:
             return Outcome(label, reply=reply, sent="DHCPACK", mac=binding.mac)
         if mtype == DHCPDECLINE:
             conflict = msg.options.get(OPT_REQUESTED_IP)
-            if conflict is not None and len(conflict) != 4:
-                conflict = None
+            if conflict is None or len(conflict) != 4:
+                conflict = binding.ipv4  # option 50 is a MUST, but name the address anyway
             return Outcome(label, mac=binding.mac, conflict=conflict)
         return Outcome(label, mac=binding.mac)  # DHCPRELEASE
 

@@ -368,6 +368,11 @@ def test_decline_no_reply_reports_conflict(dhcp):
     out = handle(dhcp, dhcp_request("decline", options=[("requested_addr", SEED_IP_STR)]))
     assert (out.received, out.reply, out.drop, out.mac) == ("DHCPDECLINE", None, None, SEED_MAC)
     assert out.conflict == SEED_IP
+    # Without option 50 (a broken client) the conflict still names the binding's address.
+    out = handle(dhcp, dhcp_request("decline"))
+    assert (out.reply, out.conflict) == (None, SEED_IP)
+    # RELEASE is recorded (counted) but is not a conflict.
+    assert handle(dhcp, dhcp_request("release")).conflict is None
 
 
 @pytest.mark.parametrize("mtype", ["release", "decline", "inform"])

@@ -1,0 +1,172 @@
+"""The engine without sockets: dispatch, counting, and group commit before the reply."""
+
+from __future__ import annotations
+
+import pytest
+
+from dataplane.config import parse_config
+from dataplane.engine import Engine, Port
+from protocols.bindings import Lease
+from tests.helpers import SEED_MAC, SEED_MAC_STR, arp_frame, dhcp_request
+
+POOL_MAC_STR = "0a:58:0a:f4:09:01"
+POOL_MAC = bytes.fromhex(POOL_MAC_STR.replace(":", ""))
+
+
+class FakeSocket:
+    def __init__(self):
+        self.sent: list[bytes] = []
+        self.fd = -1
+
+    def send(self, frame: bytes) -> bool:
+        self.sent.append(frame)
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def engine(tmp_path):
+    config = parse_config(
+        {
+            "node": "node-a",
+            "interfaces": ["tap*"],
+            "bindings": [{"name": "fedora", "mac": SEED_MAC_STR, "ipv4": "10.244.2.26/24"}],
+            "pools": [{"subnet": "10.244.9.0/24", "start": "10.244.9.10", "end": "10.244.9.20"}],
+            "store": {"backend": "sqlite", "path": str(tmp_path / "leases.db")},
+        }
+    )
+    e = Engine(config)
+    e.open_store()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def port(engine):
+    p = Port("tap0", FakeSocket())
+    engine.ports["tap0"] = p
+    return p
+
+
+def sample(engine, name, **labels):
+    value = engine.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def test_static_binding_answered_at_once(engine, port):
+    engine.process(port, dhcp_request("discover"), 0.0)
+    engine.process(port, arp_frame(), 0.0)
+    assert len(port.psock.sent) == 2
+    assert sample(engine, "lmdp_replies_sent_total", interface="tap0", type="DHCPOFFER") == 1
+    assert sample(engine, "lmdp_replies_sent_total", interface="tap0", type="arp_reply") == 1
+    assert (
+        sample(
+            engine,
+            "lmdp_frames_received_total",
+            interface="tap0",
+            protocol="dhcpv4",
+            type="DHCPDISCOVER",
+        )
+        == 1
+    )
+
+
+def test_drops_are_counted_by_reason(engine, port):
+    engine.process(port, b"\x00" * 10, 0.0)  # shorter than Ethernet
+    engine.process(port, dhcp_request("discover")[:30], 0.0)
+    engine.process(port, dhcp_request("discover", eth_src="0a:58:00:00:00:01"), 0.0)
+    assert port.psock.sent == []
+    assert sample(engine, "lmdp_drops_total", interface="tap0", reason="bad_ethertype") == 1
+    assert sample(engine, "lmdp_drops_total", interface="tap0", reason="truncated") == 1
+    # The unknown MAC got a tentative pool address, held back until the store commits it.
+    assert engine._pending and engine._pending[0][1].lease.mac == bytes.fromhex("0a5800000001")
+
+
+async def test_pool_offer_sent_only_after_commit(engine, port):
+    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    assert port.psock.sent == []  # nothing before the store said yes
+    await engine.flush()
+    assert len(port.psock.sent) == 1
+    assert [(lease.mac, lease.ipv4) for lease in engine.store.load()] == [
+        (POOL_MAC, bytes((10, 244, 9, 10)))
+    ]
+    assert engine.table.lookup(POOL_MAC).durable
+    # Now durable: the ACK goes out at once, with no second commit.
+    engine.process(
+        port,
+        dhcp_request("request", eth_src=POOL_MAC_STR, options=[("requested_addr", "10.244.9.10")]),
+        0.0,
+    )
+    assert len(port.psock.sent) == 2
+    assert sample(engine, "lmdp_store_commits_total") == 1
+
+
+async def test_burst_is_group_committed(engine, port):
+    macs = [f"0a:58:0a:f4:09:{i:02x}" for i in range(1, 11)]
+    for mac in macs:
+        engine.process(port, dhcp_request("discover", eth_src=mac), 0.0)
+    await engine.flush()
+    assert len(port.psock.sent) == len(macs)
+    assert sample(engine, "lmdp_leases_committed_total") == len(macs)
+    assert sample(engine, "lmdp_store_commits_total") == 1  # one transaction for the burst
+
+
+async def test_store_outage_refuses_new_allocations_keeps_known(engine, port, monkeypatch):
+    def broken(leases, now):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(engine.store, "commit", broken)
+    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    await engine.flush()
+    assert port.psock.sent == []
+    assert sample(engine, "lmdp_drops_total", interface="tap0", reason="store_unavailable") == 1
+    assert engine.table.lookup(POOL_MAC) is None  # the tentative address is free again
+    assert engine.health()[0] is False
+    # Known bindings are still answered from memory, never NAKed for a slow store.
+    engine.process(port, dhcp_request("discover"), 0.0)
+    assert len(port.psock.sent) == 1
+
+
+async def test_address_taken_by_another_node_is_not_offered(engine, port, monkeypatch):
+    monkeypatch.setattr(engine.store, "commit", lambda leases, now: [None] * len(leases))
+    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    await engine.flush()
+    assert port.psock.sent == []
+    assert sample(engine, "lmdp_drops_total", interface="tap0", reason="stale_allocation") == 1
+    assert engine.table.lookup(POOL_MAC) is None
+
+
+async def test_store_holds_another_address_for_the_mac(engine, port, monkeypatch):
+    held = Lease(POOL_MAC, bytes((10, 244, 9, 15)), 24, "node-b")
+    monkeypatch.setattr(engine.store, "commit", lambda leases, now: [held])
+    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    await engine.flush()
+    assert port.psock.sent == []  # the OFFER named the wrong address: not sent
+    assert engine.table.lookup(POOL_MAC).ipv4 == held.ipv4  # the next DISCOVER gets this one
+
+
+def test_internal_error_is_counted_not_raised(engine, port, monkeypatch):
+    def boom(frame, ifname, now):
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(engine._handlers, 0x0806, boom)
+    engine.process(port, arp_frame(), 0.0)
+    assert sample(engine, "lmdp_internal_errors_total") == 1
+    engine.process(port, dhcp_request("discover"), 0.0)  # and everyone else is still served
+    assert len(port.psock.sent) == 1
+
+
+def test_leases_view(engine):
+    rows = engine.leases()
+    assert rows == [
+        {
+            "name": "fedora",
+            "mac": SEED_MAC_STR,
+            "ipv4": "10.244.2.26/24",
+            "kind": "static",
+            "committed": True,
+        }
+    ]
+    assert engine.table.lookup(SEED_MAC) is not None
