@@ -66,6 +66,11 @@ def _attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+def clear_error(sock: socket.socket) -> int:
+    """Read and clear a pending socket error (ENETDOWN after the link went down)."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
 class PacketSocket:
     """A non-blocking AF_PACKET socket bound to one interface."""
 
@@ -84,6 +89,9 @@ class PacketSocket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
             sock.bind((ifname, ETH_P_ALL))
             sock.setblocking(False)
+            # Bound while the link was down, the socket carries ENETDOWN; an event loop
+            # that sees the error condition stops polling the fd. Clear it.
+            clear_error(sock)
         except BaseException:
             sock.close()
             raise

@@ -59,18 +59,8 @@ async def _serve(config) -> None:
     except Exception as e:
         raise Fatal(f"store.path: cannot open lease store {config.store.path}: {e}") from e
 
-    def on_link(event: str, name: str) -> None:
-        if event == "del":
-            engine.detach(name)
-            return
-        if name in engine.ports or not config.interface_matches(name):
-            return
-        try:
-            engine.attach(name)
-        except OSError as e:
-            if e.errno in (errno.ENODEV, errno.ENXIO, errno.ENOENT):
-                return  # gone again before we got to it
-            log.warning("cannot attach %s: %s", name, e)
+    def on_link(event: str, name: str, ifindex: int) -> None:
+        engine.link_changed(event, name, ifindex, config.interface_matches(name))
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from protocols.bindings import mac_str
 from protocols.dhcpv4.server import Dhcpv4Responder
 from protocols.outcome import Outcome
 
-from .afpacket import PacketSocket
+from .afpacket import PacketSocket, clear_error
 from .config import Config
 from .metrics import Metrics
 from .stores.sqlite import SqliteLeaseStore
@@ -114,6 +115,36 @@ class Engine:
         self.metrics.set_interfaces_attached(len(self.ports))
         log.info("attached %s (ifindex %d)", ifname, psock.ifindex)
         return True
+
+    def link_changed(self, event: str, ifname: str, ifindex: int, wanted: bool) -> None:
+        """A netlink event for `ifname`: attach, detach, or re-arm the port's reader."""
+        port = self.ports.get(ifname)
+        if event == "del":
+            if port is not None and port.psock.ifindex == ifindex:
+                self.detach(ifname)
+            return
+        # A port renamed away from a watched name is gone under its old name.
+        for name, p in list(self.ports.items()):
+            if p.psock.ifindex == ifindex and name != ifname:
+                self.detach(name)
+        if port is not None and port.psock.ifindex != ifindex:
+            self.detach(ifname)  # deleted and re-created under the same name
+            port = None
+        if not wanted:
+            return
+        if port is None:
+            try:
+                self.attach(ifname)
+            except OSError as e:
+                if e.errno not in (errno.ENODEV, errno.ENXIO, errno.ENOENT):
+                    log.warning("cannot attach %s: %s", ifname, e)
+            return
+        # Up/down: a link that went down left ENETDOWN on the socket, and the loop may
+        # have stopped polling it on that error. Clear it and poll again.
+        clear_error(port.psock.sock)
+        if self.loop is not None:
+            self.loop.remove_reader(port.psock.fd)
+            self.loop.add_reader(port.psock.fd, self._on_readable, port)
 
     def detach(self, ifname: str) -> bool:
         port = self.ports.pop(ifname, None)

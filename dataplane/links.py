@@ -25,9 +25,12 @@ def current_links() -> list[str]:
 
 
 class LinkMonitor:
-    """Calls `on_event("add" | "del", ifname)` in the caller's thread via `post`."""
+    """Calls `on_event("add" | "del", ifname, ifindex)` in the loop's thread via `post`.
 
-    def __init__(self, post: Callable[[Callable, str, str], None], on_event: Callable):
+    "add" comes for every new link and every change of an existing one (up, down, rename).
+    """
+
+    def __init__(self, post: Callable[..., object], on_event: Callable[[str, str, int], None]):
         self._post = post
         self._on_event = on_event
         self._ready = threading.Event()
@@ -47,7 +50,7 @@ class LinkMonitor:
             # Subscribe before the dump, so a link that appears in between is not missed.
             ipr.bind(groups=RTMGRP_LINK)
             for link in ipr.get_links():
-                self._post(self._on_event, "add", link.get("IFLA_IFNAME"))
+                self._post(self._on_event, "add", link.get("IFLA_IFNAME"), link["index"])
         except BaseException as e:  # reported to start()
             self._error = e
             self._ready.set()
@@ -64,6 +67,6 @@ class LinkMonitor:
                 if name is None:
                     continue
                 if msg["event"] == "RTM_NEWLINK":
-                    self._post(self._on_event, "add", name)
+                    self._post(self._on_event, "add", name, msg["index"])
                 elif msg["event"] == "RTM_DELLINK":
-                    self._post(self._on_event, "del", name)
+                    self._post(self._on_event, "del", name, msg["index"])
