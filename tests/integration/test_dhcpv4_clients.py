@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -196,4 +198,12 @@ def test_pool_client_keeps_address_across_restart(lab):
     assert ipv4_addresses(lab, vm) == first
     leases = node.lmdp.get("/leases")
     assert "0a:58:0a:f4:03:99" in leases and "10.244.3.11/24" in leases
+    # `lmdp leases` reads the same store while the daemon runs.
+    out = subprocess.run(
+        [sys.executable, "-m", "dataplane.cli", "leases", "-c", str(node.config_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rows = [line.split()[:3] for line in out.splitlines()[1:]]
+    assert ["0a:58:0a:f4:03:98", "10.244.3.10/24", "node-a"] in rows
+    assert ["0a:58:0a:f4:03:99", "10.244.3.11/24", "node-a"] in rows
     vc2.stop()
