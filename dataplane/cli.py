@@ -78,7 +78,11 @@ async def _serve(config) -> None:
         if config.http.listen:
             try:
                 server = await start_http(
-                    config.http.listen, engine.metrics, engine.health, engine.leases
+                    config.http.listen,
+                    engine.metrics,
+                    engine.health,
+                    engine.leases,
+                    engine.migration.announce,
                 )
             except OSError as e:
                 raise Fatal(f"http.listen: cannot listen on {config.http.listen}: {e}") from e
@@ -91,9 +95,14 @@ async def _serve(config) -> None:
             config.http.listen or "off",
         )
         async with asyncio.TaskGroup() as tg:
-            committer = tg.create_task(engine.committer())
+            tasks = [
+                tg.create_task(engine.committer()),
+                tg.create_task(engine.migration.checker()),
+                tg.create_task(engine.migration.announcer()),
+            ]
             await stop.wait()
-            committer.cancel()
+            for task in tasks:
+                task.cancel()
         # Allocations already decided are committed and answered, not lost.
         await engine.flush()
         log.info("stopping")
@@ -153,6 +162,57 @@ def cmd_leases(args) -> int:
     return EXIT_OK
 
 
+class UsageError(Exception):
+    """Bad usage reported as one line, exit status 2."""
+
+
+def cmd_announce(args) -> int:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from protocols.wire import parse_mac
+
+    from .config import parse_listen
+
+    config = load_config(args.config)
+    try:
+        mac = parse_mac(args.mac)
+    except ValueError as e:
+        raise UsageError(f"MAC: not a MAC address: {args.mac!r}") from e
+    if not config.http.listen:
+        raise UsageError("http.listen: lmdp announce talks to the daemon over HTTP; it is off")
+    host, port = parse_listen(config.http.listen)
+    if host in (None, "", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    query = {"mac": ":".join(f"{b:02x}" for b in mac)}
+    if args.interface:
+        query["interface"] = args.interface
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    url = f"http://{netloc}/announce?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+            reply = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            message = e.reason
+        if e.code in (400, 404):
+            raise UsageError(f"announce: {message}") from e
+        raise Fatal(f"announce: the daemon answered {e.code}: {message}") from e
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise Fatal(f"cannot reach the lmdp daemon at {netloc}: {reason}") from e
+    print(
+        f"announced {reply['mac']} on {reply['node']}"
+        f" (port {reply['interface'] or 'unknown: all ports'}, {reply['rounds']} rounds)"
+    )
+    return EXIT_OK
+
+
 def cmd_lab(args) -> int:
     from .lab import run_demo
 
@@ -184,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_leases)
 
+    s = sub.add_parser("announce", help="announce a VM now, as after a migration")
+    s.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="the daemon's YAML config")
+    s.add_argument("mac", help="the VM's MAC address")
+    s.add_argument("-i", "--interface", help="the VM's port (default: where it was last seen)")
+    s.set_defaults(func=cmd_announce)
+
     s = sub.add_parser("lab", help="network-namespace lab")
     labsub = s.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     labsub.required = True
@@ -208,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, UsageError) as e:
         return _fail(str(e), EXIT_USAGE)
     except Fatal as e:
         return _fail(str(e), EXIT_RUNTIME)

@@ -21,6 +21,7 @@ from protocols.outcome import Outcome
 from .afpacket import PacketSocket, clear_error
 from .config import Config
 from .metrics import Metrics
+from .migration import Migration
 from .stores.sqlite import SqliteLeaseStore
 
 log = logging.getLogger("lmdp.engine")
@@ -84,6 +85,7 @@ class Engine:
             ETH_P_IP: self.dhcp4.handle,
         }
         self._protocol = {ETH_P_ARP: "arp", ETH_P_RARP: "arp", ETH_P_IP: "dhcpv4"}
+        self.migration = Migration(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -96,9 +98,14 @@ class Engine:
         self._update_binding_gauges()
         return len(leases)
 
+    async def in_store_thread(self, fn, *args):
+        """Run a store call on the store's own thread (SQLite blocks; the loop must not)."""
+        return await asyncio.get_running_loop().run_in_executor(self._store_exec, fn, *args)
+
     def close(self) -> None:
         for name in list(self.ports):
             self.detach(name)
+        self.migration.close()
         self._store_exec.shutdown(wait=True)
         self.store.close()
 
@@ -153,6 +160,7 @@ class Engine:
         if self.loop is not None:
             self.loop.remove_reader(port.psock.fd)
         port.psock.close()
+        self.migration.port_detached(ifname)
         self.metrics.forget_interface(ifname)
         self.metrics.set_interfaces_attached(len(self.ports))
         log.info("detached %s", ifname)
@@ -180,6 +188,8 @@ class Engine:
                 return
             outcome = handler(frame, ifname, now)
             self.metrics.received(ifname, self._protocol[ethertype], outcome.received)
+            if outcome.mac is not None:
+                self.migration.seen(outcome.mac, ifname, now)
             if outcome.drop is not None:
                 self.metrics.dropped(ifname, outcome.drop)
                 return
@@ -237,9 +247,7 @@ class Engine:
         leases = [o.lease for _, o in batch]
         t0 = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._store_exec, self.store.commit, leases, time.time()
-            )
+            results = await self.in_store_thread(self.store.commit, leases, time.time())
         except Exception as e:
             self.metrics.store_error()
             if self.store_ok:

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 from .config import parse_listen
@@ -45,6 +46,7 @@ _JSON = "application/json"
 
 Health = Callable[[], tuple[bool, str]]
 Leases = Callable[[], list[dict] | Awaitable[list[dict]]]
+Announce = Callable[[str, str | None], Awaitable[tuple[int, dict]]]
 
 
 def _response(
@@ -58,13 +60,13 @@ def _response(
         "Cache-Control: no-store",
     ]
     if status == 405:
-        headers.append("Allow: GET, HEAD")
+        headers.append("Allow: GET, HEAD, POST")
     head = ("\r\n".join(headers) + "\r\n\r\n").encode("ascii")
     return head if head_only else head + body
 
 
-def _parse_request_line(head: bytes) -> tuple[str, str] | None:
-    """(method, path without query) from a request head, or None if it is not HTTP/1.x."""
+def _parse_request_line(head: bytes) -> tuple[str, str, str] | None:
+    """(method, path, query) from a request head, or None if it is not HTTP/1.x."""
     line = head.split(b"\r\n", 1)[0]
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
@@ -76,7 +78,8 @@ def _parse_request_line(head: bytes) -> tuple[str, str] | None:
         return None
     if not method.isalpha() or not method.isupper() or not target.startswith("/"):
         return None
-    return method, target.split("?", 1)[0]
+    path, _, query = target.partition("?")
+    return method, path, query
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -103,18 +106,26 @@ async def start_http(
     metrics: Metrics,
     health: Health,
     leases: Leases,
+    announce: Announce | None = None,
 ) -> asyncio.Server:
     """Start serving on `listen` ("host:port", "[v6]:port", ":port" for all addresses).
 
     `health()` returns (healthy, reason): /healthz answers 200 "ok" or 503 with the reason.
-    `leases()` returns JSON-serialisable rows for /leases. The returned server is already
-    serving; close it with `server.close(); await server.wait_closed()`.
+    `leases()` returns JSON-serialisable rows for /leases. `POST /announce?mac=M[&interface=I]`
+    calls `announce(mac, interface)`, which returns (status, JSON body). The returned server
+    is already serving; close it with `server.close(); await server.wait_closed()`.
     """
     host, port = parse_listen(listen)
     active = 0
 
-    async def route(method: str, path: str) -> bytes:
+    async def route(method: str, path: str, query: str) -> bytes:
         head_only = method == "HEAD"
+        if method == "POST" and path == "/announce" and announce is not None:
+            args = urllib.parse.parse_qs(query)
+            mac = args.get("mac", [""])[0]
+            interface = args.get("interface", [None])[0]
+            status, result = await announce(mac, interface)
+            return _response(status, json.dumps(result).encode() + b"\n", _JSON)
         if method not in ("GET", "HEAD"):
             return _response(405, b"method not allowed\n")
         if path == "/metrics":
@@ -170,7 +181,7 @@ async def start_http(
         try:
             return await route(*request)
         except Exception:
-            log.exception("HTTP handler failed for %s %s", *request)
+            log.exception("HTTP handler failed for %s %s", request[0], request[1])
             return _response(500, b"internal error\n")
 
     return await asyncio.start_server(handle, host, port, limit=MAX_HEAD, reuse_address=True)

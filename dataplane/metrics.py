@@ -127,6 +127,21 @@ class Metrics:
             "lmdp_leases_committed", "Leases written by group commits.", registry=r
         )
 
+        self.arrivals = Counter(
+            "lmdp_vm_arrivals",
+            "VMs that arrived on this node, by trigger (frame or announce).",
+            ["trigger"],
+            registry=r,
+        )
+        self.announce_rounds = Counter(
+            "lmdp_announce_rounds", "Announcement rounds sent after arrivals.", registry=r
+        )
+        self.vm_conflicts = Counter(
+            "lmdp_vm_conflicts",
+            "A VM MAC seen here while the store says it is on another node (duplicate MAC).",
+            registry=r,
+        )
+
     # --- per packet (event-loop thread) ---
 
     def received(self, ifname: str, protocol: str, type_: str) -> None:

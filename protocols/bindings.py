@@ -29,6 +29,9 @@ class Binding:
     # Set for pool allocations; False until the store has committed the allocation.
     pool: bool = False
     durable: bool = True
+    # The VM's IPv6 address (16 packed bytes) and its prefix length; IA_NA gives a /128.
+    ipv6: bytes | None = None
+    prefixlen6: int = 128
 
     @property
     def ipv4_address(self) -> ipaddress.IPv4Address | None:

@@ -14,10 +14,12 @@ __all__ = [
     "BOOTP_HEADER",
     "ETH_HEADER",
     "IPV4_HEADER",
+    "IPV6_HEADER",
     "UDP_HEADER",
     "MalformedPacket",
     "checksum",
     "format_mac",
+    "ipv6_pseudo_header_sum",
     "parse_mac",
 ]
 
@@ -28,6 +30,9 @@ ARP_PACKET = struct.Struct("!HHBBH6s4s6s4s")
 # IPv4 without options (RFC 791 §3.1): ver/ihl, tos, total length, id, flags/fragment offset,
 # ttl, protocol, header checksum, src, dst.
 IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+# IPv6 (RFC 8200 §3): version/traffic class/flow label, payload length, next header,
+# hop limit, src, dst; 40 bytes.
+IPV6_HEADER = struct.Struct("!IHBB16s16s")
 # UDP (RFC 768): sport, dport, length, checksum.
 UDP_HEADER = struct.Struct("!HHHH")
 # BOOTP/DHCP fixed header (RFC 2131 §2, figure 1): op, htype, hlen, hops, xid, secs, flags,
@@ -69,6 +74,16 @@ def checksum(data: bytes, initial: int = 0) -> int:
     value %= 0xFFFF
     # A non-zero sum that is a multiple of 0xFFFF folds to 0xFFFF (-0), so the checksum is 0.
     return 0xFFFF - value if value else 0
+
+
+def ipv6_pseudo_header_sum(src: bytes, dst: bytes, length: int, next_header: int) -> int:
+    """The IPv6 pseudo-header (RFC 8200 §8.1) as a partial sum for `checksum(data, initial)`.
+
+    The pseudo-header is src, dst, the 32-bit upper-layer length, three zero bytes and the
+    next header. Only the sum's value modulo 0xFFFF matters, and a 32-bit length adds its two
+    16-bit words because 2**16 == 1 (mod 0xFFFF), so the plain integer sum is exact.
+    """
+    return int.from_bytes(src + dst, "big") + length + next_header
 
 
 def parse_mac(text: str) -> bytes:

@@ -297,14 +297,19 @@ class SqliteLeaseStore:
 
     def get_node(self, mac: bytes | str) -> str | None:
         """The node where the VM was last seen, or None if never recorded."""
+        found = self.get_node_seen(mac)
+        return found[0] if found is not None else None
+
+    def get_node_seen(self, mac: bytes | str) -> tuple[str, float] | None:
+        """(node, when that node recorded it), or None if never recorded."""
         key = _mac_text(mac)
         with self._lock:
             try:
                 row = (
                     self._connection()
-                    .execute("SELECT node FROM vm_nodes WHERE mac = ?", (key,))
+                    .execute("SELECT node, seen FROM vm_nodes WHERE mac = ?", (key,))
                     .fetchone()
                 )
             except sqlite3.Error as e:
                 raise StoreError(f"{self.path}: {e}") from e
-        return row[0] if row is not None else None
+        return (row[0], row[1]) if row is not None else None

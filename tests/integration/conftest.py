@@ -78,8 +78,8 @@ def node(lab):
         ],
     )
     yield n
-    if n.lmdp.proc is not None and n.lmdp.proc.poll() is not None:
-        print(n.lmdp.log())
+    # pytest shows captured output only for failing tests: there, the daemon's log helps.
+    print(f"--- lmdp log ({n.ns})\n{n.lmdp.log()}")
 
 
 def tcpdump(lab: Lab, ns: str, path: Path, expr: str = "udp port 67 or udp port 68"):

@@ -125,7 +125,7 @@ async def test_not_found_and_method_not_allowed(server):
     port, _ = server
     assert (await get(port, "/nope"))[0] == 404
     status, headers, _ = await get(port, "/metrics", "POST")
-    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
 
 
 async def test_post_with_unread_body_still_gets_reply(server):
@@ -217,3 +217,26 @@ async def test_connection_limit(server, monkeypatch):
     assert reply == b""  # turned away without an answer
     await asyncio.sleep(0.05)
     assert (await get(port, "/healthz"))[0] == 200
+
+
+async def test_post_announce_calls_the_handler():
+    calls = []
+
+    async def announce(mac, interface):
+        calls.append((mac, interface))
+        if mac == "0a:58:0a:f4:02:1a":
+            return 200, {"mac": mac, "rounds": 5}
+        return 404, {"error": f"unknown MAC {mac}"}
+
+    srv = await start_http("127.0.0.1:0", Metrics(), lambda: (True, ""), list, announce)
+    try:
+        port = srv.sockets[0].getsockname()[1]
+        status, _, body = await get(port, "/announce?mac=0a:58:0a:f4:02:1a&interface=tap0", "POST")
+        assert status == 200 and b'"rounds": 5' in body
+        status, _, body = await get(port, "/announce?mac=0a:58:00:00:00:01", "POST")
+        assert status == 404 and b"unknown MAC" in body
+        assert calls == [("0a:58:0a:f4:02:1a", "tap0"), ("0a:58:00:00:00:01", None)]
+        assert (await get(port, "/announce?mac=x", "GET"))[0] == 404  # only POST announces
+    finally:
+        srv.close()
+        await srv.wait_closed()

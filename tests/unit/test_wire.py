@@ -16,7 +16,13 @@ from protocols.ethernet import (
     encode_ethernet,
 )
 from protocols.outcome import DROP_REASONS
-from protocols.wire import MalformedPacket, checksum, format_mac, parse_mac
+from protocols.wire import (
+    MalformedPacket,
+    checksum,
+    format_mac,
+    ipv6_pseudo_header_sum,
+    parse_mac,
+)
 
 
 def reference_checksum(data: bytes) -> int:
@@ -76,6 +82,21 @@ def test_checksum_initial_is_a_prefix_sum():
 @given(st.binary(max_size=1600))
 def test_checksum_matches_reference(data):
     assert checksum(data) == reference_checksum(data)
+
+
+@given(
+    src=st.binary(min_size=16, max_size=16),
+    dst=st.binary(min_size=16, max_size=16),
+    next_header=st.integers(0, 255),
+    data=st.binary(max_size=200),
+    extra=st.sampled_from([0, 0x10000, 0xFFFF0000]),  # lengths past 16 bits (jumbograms)
+)
+def test_ipv6_pseudo_header_sum_matches_rfc8200_layout(src, dst, next_header, data, extra):
+    # RFC 8200 §8.1: src, dst, 32-bit upper-layer length, 3 zero bytes, next header.
+    length = len(data) + extra
+    header = src + dst + length.to_bytes(4, "big") + bytes(3) + bytes((next_header,))
+    partial = ipv6_pseudo_header_sum(src, dst, length, next_header)
+    assert checksum(data, partial) == reference_checksum(header + data)
 
 
 def test_parse_and_format_mac():

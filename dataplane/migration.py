@@ -1,0 +1,237 @@
+"""Arrival detection and the announce rounds (SPEC "After a live migration").
+
+The store records the node each VM was last seen on. A frame from a bound VM on this node,
+when the store names another node, is an arrival (QEMU's RARP right after a migration is
+such a frame); so is `lmdp announce`, which a migration controller calls for a VM that may
+stay silent. An arrival makes this node the VM's node and starts the announce rounds:
+gratuitous ARPs (and NAs) for the VM toward the network, and for the gateway toward the VM.
+
+Per frame, the cost is one dict lookup: the store is asked again only when a VM appears
+on a port where it was not seen, or when RECHECK seconds have passed since the last look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from protocols.announce import AnnounceSchedule, announce_frames
+from protocols.bindings import mac_str
+from protocols.wire import parse_mac
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("lmdp.migration")
+
+__all__ = ["Migration", "RECHECK", "bridge_of"]
+
+RECHECK = 5.0  # seconds between store look-ups for a VM that keeps talking here
+CHECK_QUEUE = 1024  # arrival checks waiting for the store; more are retried on a later frame
+
+
+def bridge_of(ifname: str) -> str | None:
+    """The bridge (master device) `ifname` is enslaved to, or None."""
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{ifname}/master"))
+    except OSError:
+        return None
+
+
+@dataclass(slots=True)
+class Sighting:
+    ifname: str | None  # the port the VM was last seen on here (None: not known)
+    checked: float  # monotonic time of the last store look-up
+    last_frame: float  # wall-clock time of the last frame from it here
+
+
+class Migration:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.node = engine.node
+        self.via = engine.config.announce.via
+        self.schedule = AnnounceSchedule(engine.config.announce.rounds_ms)
+        self.here: dict[bytes, Sighting] = {}
+        self._targets: dict[bytes, str | None] = {}  # mac -> port to announce on
+        self._checks: asyncio.Queue[tuple[bytes, str, float]] = asyncio.Queue(CHECK_QUEUE)
+        self._queued: set[bytes] = set()
+        self._wake = asyncio.Event()
+        self._tx: dict[str, socket.socket] = {}  # send-only sockets for uplinks/bridges
+
+    # -- the hot path ------------------------------------------------------------------
+
+    def seen(self, mac: bytes, ifname: str, now: float) -> None:
+        """A frame from bound VM `mac` arrived on port `ifname`."""
+        s = self.here.get(mac)
+        if s is not None:
+            prior, s.last_frame = s.last_frame, now
+            if s.ifname == ifname and time.monotonic() - s.checked < RECHECK:
+                return
+        else:
+            prior = 0.0
+        if mac in self._queued or mac not in self.engine.table.by_mac:
+            return
+        try:
+            self._checks.put_nowait((mac, ifname, prior))
+            self._queued.add(mac)
+        except asyncio.QueueFull:
+            pass  # the next frame from this VM asks again
+
+    def port_detached(self, ifname: str) -> None:
+        """The VMs seen on a port that went away are no longer known to be here."""
+        for mac in [m for m, s in self.here.items() if s.ifname == ifname]:
+            del self.here[mac]
+
+    # -- arrival checks (background task) ----------------------------------------------
+
+    async def checker(self) -> None:
+        while True:
+            mac, ifname, prior = await self._checks.get()
+            try:
+                await self._check(mac, ifname, prior)
+            except Exception as e:
+                self.engine.metrics.store_error()
+                log.warning("arrival check for %s failed: %s", mac_str(mac), e)
+            finally:
+                self._queued.discard(mac)
+
+    async def _check(self, mac: bytes, ifname: str, prior: float) -> None:
+        """Is this VM new here? `prior` is when we last heard it here before this frame."""
+        engine = self.engine
+        recorded = await engine.in_store_thread(engine.store.get_node_seen, mac)
+        now = time.time()
+        if recorded is not None and recorded[0] == self.node:
+            self.here[mac] = Sighting(ifname, time.monotonic(), now)
+            return
+        if recorded is None:
+            # First sighting anywhere: the VM started here; nothing to correct.
+            await engine.in_store_thread(engine.store.set_node, mac, self.node, now)
+            self.here[mac] = Sighting(ifname, time.monotonic(), now)
+            return
+        other_node, since = recorded
+        previous = self.here.get(mac)
+        if previous is not None and prior > since:
+            # We kept hearing it here after the other node took it: two VMs share this MAC,
+            # or a migration left the source running. Warn once per look-up, never fight
+            # over it (that would be an announcement storm).
+            engine.metrics.vm_conflicts.inc()
+            log.warning(
+                "VM %s is seen on %s port %s while %s has it: duplicate MAC?",
+                mac_str(mac),
+                self.node,
+                ifname,
+                other_node,
+            )
+            previous.checked = time.monotonic()
+            return
+        await self.arrive(mac, ifname, "frame")
+
+    async def arrive(self, mac: bytes, ifname: str | None, trigger: str) -> int:
+        """Make this node the VM's node and start its announce rounds; returns the rounds."""
+        engine = self.engine
+        now = time.time()
+        previous = await engine.in_store_thread(engine.store.set_node, mac, self.node, now)
+        self.here[mac] = Sighting(ifname, time.monotonic(), now)
+        self._targets[mac] = ifname
+        engine.metrics.arrivals.labels(trigger).inc()
+        started = self.schedule.start(mac, time.monotonic())
+        log.info(
+            "VM %s arrived on %s (port %s, was on %s, %s)%s",
+            mac_str(mac),
+            self.node,
+            ifname or "unknown",
+            previous or "no node",
+            trigger,
+            "" if started else "; announcements are off",
+        )
+        self._wake.set()
+        return len(self.schedule.rounds_ms) if started else 0
+
+    async def announce(self, mac_text: str, interface: str | None) -> tuple[int, dict]:
+        """`lmdp announce`: the HTTP handler behind POST /announce."""
+        try:
+            mac = parse_mac(mac_text)
+        except ValueError:
+            return 400, {"error": f"not a MAC address: {mac_text!r}"}
+        if self.engine.table.lookup(mac) is None:
+            return 404, {"error": f"unknown MAC {mac_str(mac)}: no binding or lease"}
+        if interface is not None and interface not in self.engine.ports:
+            return 404, {"error": f"interface {interface} is not attached"}
+        if interface is None:
+            s = self.here.get(mac)
+            interface = s.ifname if s is not None else None
+        rounds = await self.arrive(mac, interface, "announce")
+        return 200, {"mac": mac_str(mac), "node": self.node, "interface": interface,
+                     "rounds": rounds}  # fmt: skip
+
+    # -- the announcer (background task) -----------------------------------------------
+
+    async def announcer(self) -> None:
+        while True:
+            deadline = self.schedule.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            for mac, _round in self.schedule.due(time.monotonic()):
+                try:
+                    self.send_round(mac)
+                except Exception:
+                    self.engine.metrics.internal_error()
+                    log.exception("announce round for %s failed", mac_str(mac))
+
+    def send_round(self, mac: bytes) -> None:
+        engine = self.engine
+        binding = engine.table.lookup(mac)
+        if binding is None:
+            self.schedule.cancel(mac)
+            return
+        toward_network, toward_vm = announce_frames(binding, engine.params)
+        target = self._targets.get(mac)
+        ports = (
+            [engine.ports[target]]
+            if target in engine.ports
+            else list(engine.ports.values())  # a silent VM on an unknown port: every port
+        )
+        uplinks: set[str] = set()
+        for port in ports:
+            for frame in toward_vm:
+                if port.psock.send(frame):
+                    engine.metrics.sent(port.ifname, "announce_gateway")
+            uplink = bridge_of(port.ifname) if self.via == "auto" else self.via
+            if uplink:
+                uplinks.add(uplink)
+        for uplink in uplinks:
+            for frame in toward_network:
+                if self._send_via(uplink, frame):
+                    engine.metrics.sent(uplink, "announce_vm")
+        engine.metrics.announce_rounds.inc()
+
+    def _send_via(self, ifname: str, frame: bytes) -> bool:
+        sock = self._tx.get(ifname)
+        try:
+            if sock is None:
+                # Protocol 0: a send-only packet socket, it receives nothing.
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                sock.bind((ifname, 0))
+                sock.setblocking(False)
+                self._tx[ifname] = sock
+            sock.send(frame)
+            return True
+        except OSError as e:
+            log.warning("cannot announce via %s: %s", ifname, e)
+            if sock is not None:
+                sock.close()
+            self._tx.pop(ifname, None)
+            return False
+
+    def close(self) -> None:
+        for sock in self._tx.values():
+            sock.close()
+        self._tx.clear()
