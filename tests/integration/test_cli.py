@@ -75,3 +75,26 @@ def test_leases_lists_the_store(tmp_path):
     p = run("leases", "-c", str(cfg))
     assert p.returncode == 0, p.stderr
     assert "no leases" in p.stdout
+
+
+def test_announce_unknown_mac_exits_2_known_mac_announces(lab, node):
+    node.start()
+    p = run("announce", "-c", str(node.config_path), "0a:58:00:00:00:99", ns=node.ns)
+    assert p.returncode == 2, p
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown MAC 0a:58:00:00:00:99" in lines[0], p.stderr
+    p = run("announce", "-c", str(node.config_path), "not-a-mac", ns=node.ns)
+    assert p.returncode == 2 and "MAC" in p.stderr
+    p = run("announce", "-c", str(node.config_path), "0a:58:0a:f4:02:1a", ns=node.ns)
+    assert p.returncode == 0, p.stderr
+    assert "announced 0a:58:0a:f4:02:1a on node-a" in p.stdout
+    assert node.metric("lmdp_vm_arrivals_total", trigger="announce") == 1
+
+
+def test_announce_without_daemon_is_one_line(lab):
+    ns = lab.netns("cli")
+    cfg = write_config(lab.workdir / "c.yaml")
+    p = run("announce", "-c", str(cfg), "0a:58:0a:f4:02:1a", ns=ns)
+    assert p.returncode == 1, p
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the lmdp daemon" in lines[0], p.stderr
