@@ -331,6 +331,13 @@ class AnnounceConfig(_Model):
     rounds_ms: list[Annotated[int, Field(ge=0)]] = list(DEFAULT_ROUNDS_MS)
     via: Via = "auto"  # "auto": the VM port's bridge; else the interface to announce on
 
+    @field_validator("rounds_ms")
+    @classmethod
+    def _ascending(cls, value: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"must be strictly ascending offsets in ms, got {value}")
+        return value
+
 
 class ArpConfig(_Model):
     proxy: list[IPv4Net] = []  # extra CIDRs answered by the ARP proxy (lmdp extension)

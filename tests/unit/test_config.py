@@ -320,6 +320,10 @@ def test_router_mode_subnet_reserves_first_host():
             "gateway.router_mode: expected 'link-local' or 'subnet', got 'bridge'",
         ),
         ({"announce": {"rounds_ms": [0, -5]}}, "announce.rounds_ms[1]: must be >= 0, got -5"),
+        (
+            {"announce": {"rounds_ms": [0, 200, 50]}},
+            "announce.rounds_ms: must be strictly ascending offsets in ms, got [0, 200, 50]",
+        ),
         ({"announce": {"via": "a/b"}}, "announce.via: invalid interface name 'a/b'"),
         ({"dns": {"servers": ["dns.example"]}}, "dns.servers[0]: invalid IP address 'dns.example'"),
         ({"dns": {"search": ["bad..name"]}}, "dns.search[0]: invalid domain name 'bad..name'"),
