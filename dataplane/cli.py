@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import json
 import logging
@@ -12,7 +11,7 @@ import signal
 import socket
 import sys
 
-from .config import ConfigError, load_config
+from .errors import DEFAULT_HTTP_LISTEN, ConfigError, parse_listen
 
 log = logging.getLogger("lmdp")
 
@@ -28,6 +27,12 @@ class Fatal(Exception):
 def _fail(msg: str, code: int) -> int:
     print(f"lmdp: {msg}", file=sys.stderr)
     return code
+
+
+def _load(path: str):
+    from .config import load_config  # pydantic: imported only by commands that validate
+
+    return load_config(path)
 
 
 def _glob(name: str) -> bool:
@@ -47,6 +52,8 @@ def _check_packet_socket_allowed() -> None:
 
 
 async def _serve(config) -> None:
+    import asyncio
+
     from .engine import Engine
     from .http import start_http
     from .links import LinkMonitor
@@ -113,9 +120,12 @@ async def _serve(config) -> None:
 
 
 def cmd_serve(args) -> int:
-    config = load_config(args.config)
-    _check_packet_socket_allowed()
+    import asyncio
+
     import uvloop
+
+    config = _load(args.config)
+    _check_packet_socket_allowed()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_serve(config))
@@ -128,7 +138,7 @@ def cmd_serve(args) -> int:
 def cmd_check_config(args) -> int:
     import yaml
 
-    config = load_config(args.config)
+    config = _load(args.config)
     sys.stdout.write(yaml.safe_dump(config.effective(), sort_keys=False))
     return EXIT_OK
 
@@ -136,7 +146,7 @@ def cmd_check_config(args) -> int:
 def cmd_leases(args) -> int:
     from .stores.sqlite import SqliteLeaseStore
 
-    config = load_config(args.config)
+    config = _load(args.config)
     store = SqliteLeaseStore(config.store.path)
     try:
         store.open()
@@ -166,46 +176,65 @@ class UsageError(Exception):
     """Bad usage reported as one line, exit status 2."""
 
 
+def _http_listen(path: str) -> str | None:
+    """The daemon's `http.listen`, read without the validator (see errors.py)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML") from e
+    http = data.get("http", {}) if isinstance(data, dict) else {}
+    if http is None:
+        return None
+    listen = http.get("listen", DEFAULT_HTTP_LISTEN) if isinstance(http, dict) else None
+    if listen is not None and not isinstance(listen, str):
+        raise ConfigError(f"http.listen: expected host:port, got {listen!r}")
+    return listen or None
+
+
 def cmd_announce(args) -> int:
-    import urllib.error
+    """POST /announce to the running daemon. Kept light: it runs during a migration."""
+    import http.client
     import urllib.parse
-    import urllib.request
 
     from protocols.wire import parse_mac
 
-    from .config import parse_listen
-
-    config = load_config(args.config)
     try:
         mac = parse_mac(args.mac)
     except ValueError as e:
         raise UsageError(f"MAC: not a MAC address: {args.mac!r}") from e
-    if not config.http.listen:
+    listen = _http_listen(args.config)
+    if not listen:
         raise UsageError("http.listen: lmdp announce talks to the daemon over HTTP; it is off")
-    host, port = parse_listen(config.http.listen)
-    if host in (None, "", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as e:
+        raise ConfigError(f"http.listen: {e}") from e
+    host = {None: "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     query = {"mac": ":".join(f"{b:02x}" for b in mac)}
     if args.interface:
         query["interface"] = args.interface
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    url = f"http://{netloc}/announce?{urllib.parse.urlencode(query)}"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
-            reply = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            message = json.loads(e.read()).get("error", e.reason)
-        except ValueError:
-            message = e.reason
-        if e.code in (400, 404):
-            raise UsageError(f"announce: {message}") from e
-        raise Fatal(f"announce: the daemon answered {e.code}: {message}") from e
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise Fatal(f"cannot reach the lmdp daemon at {netloc}: {reason}") from e
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("POST", f"/announce?{urllib.parse.urlencode(query)}")
+        response = conn.getresponse()
+        status, body = response.status, response.read()
+        conn.close()
+    except OSError as e:
+        raise Fatal(f"cannot reach the lmdp daemon at {where}: {e.strerror or e}") from e
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        reply = {"error": body.decode(errors="replace").strip()}
+    if status in (400, 404):
+        raise UsageError(f"announce: {reply.get('error', status)}")
+    if status != 200:
+        raise Fatal(f"announce: the daemon answered {status}: {reply.get('error', '')}")
     print(
         f"announced {reply['mac']} on {reply['node']}"
         f" (port {reply['interface'] or 'unknown: all ports'}, {reply['rounds']} rounds)"
@@ -214,9 +243,19 @@ def cmd_announce(args) -> int:
 
 
 def cmd_lab(args) -> int:
-    from .lab import run_demo
+    if args.simple:
+        from .lab import run_demo
 
-    return run_demo(client=args.client, keep=args.keep)
+        return run_demo(client=args.client, keep=args.keep)
+    from .labmigration import run_migration_demo
+
+    if args.client == "udhcpc":
+        return _fail("lab demo: the migration demo needs dhclient or dhcpcd", EXIT_USAGE)
+    if args.hops < 1:
+        return _fail("lab demo: --hops must be at least 1", EXIT_USAGE)
+    return run_migration_demo(
+        client=args.client, keep=args.keep, hops=args.hops, announce=not args.no_announce
+    )
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -253,14 +292,31 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lab", help="network-namespace lab")
     labsub = s.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     labsub.required = True
-    d = labsub.add_parser("demo", help="run lmdp and a real DHCP client in namespaces")
+    d = labsub.add_parser(
+        "demo",
+        help="migrate a VM with a real DHCP client and a live TCP stream across three nodes",
+    )
     d.add_argument(
         "--client",
         choices=["auto", "dhclient", "dhcpcd", "udhcpc"],
         default="auto",
-        help="DHCP client to run in the VM (auto: dhclient if present, else dhcpcd)",
+        help="DHCP client to run in the VM (auto: dhclient if present, else dhcpcd; "
+        "udhcpc only with --simple)",
     )
     d.add_argument("--keep", action="store_true", help="leave the namespaces up (debugging)")
+    d.add_argument(
+        "--hops", type=int, default=3, help="migrations to make, A -> B -> C -> A ... (3)"
+    )
+    d.add_argument(
+        "--no-announce",
+        action="store_true",
+        help="turn lmdp's announcements off (announce.rounds_ms: []) to compare downtimes",
+    )
+    d.add_argument(
+        "--simple",
+        action="store_true",
+        help="one node and one VM, no migration: address, routes, gateway, DNS and MTU",
+    )
     d.set_defaults(func=cmd_lab)
     return p
 

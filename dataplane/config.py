@@ -42,6 +42,8 @@ from pydantic import (
 from protocols.bindings import Binding, BindingTable, Pool
 from protocols.params import ROUTER_SUBNET, GatewayParams
 
+from .errors import DEFAULT_HTTP_LISTEN, ConfigError, _short, parse_listen
+
 __all__ = [
     "AnnounceConfig",
     "ArpConfig",
@@ -60,21 +62,11 @@ __all__ = [
 
 DEFAULT_INTERFACES = ("tap*", "vnet*")
 DEFAULT_STORE_PATH = "/var/lib/lmdp/leases.db"
-DEFAULT_HTTP_LISTEN = "127.0.0.1:9464"
 DEFAULT_ROUNDS_MS = (0, 50, 200, 450, 800)
 IFNAMSIZ = 16  # Linux interface names are at most 15 bytes
 
 
-class ConfigError(Exception):
-    """A config that cannot be run. `str()` is one line: `key.path: problem`."""
-
-
 # --- scalar parsers (each raises ValueError with a message naming the bad value) ------------
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _require_str(value: Any, what: str) -> str:
@@ -196,31 +188,6 @@ def _parse_glob(value: Any) -> str:
     if not text or any(c in text for c in "/ \t"):
         raise ValueError(f"invalid interface name or glob {_short(value)}")
     return text
-
-
-_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
-
-
-def parse_listen(listen: str) -> tuple[str | None, int]:
-    """Split "host:port" / "[v6]:port" / ":port" into (host or None for all, port).
-
-    Raises ValueError with a one-line message. Port 0 asks the kernel for a free port.
-    """
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"expected host:port, got {_short(listen)}")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"unbalanced brackets in {_short(listen)}")
-        try:
-            host = str(ipaddress.IPv6Address(host[1:-1]))
-        except ValueError:
-            raise ValueError(f"invalid IPv6 address in {_short(listen)}") from None
-    elif ":" in host:
-        raise ValueError(f"IPv6 addresses must be in brackets: {_short(listen)}")
-    elif host and not _HOST_RE.fullmatch(host):
-        raise ValueError(f"invalid host in {_short(listen)}")
-    return (host or None), int(port_text)
 
 
 def _parse_listen_setting(value: Any) -> str | None:

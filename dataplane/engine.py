@@ -143,7 +143,8 @@ class Engine:
             try:
                 self.attach(ifname)
             except OSError as e:
-                if e.errno not in (errno.ENODEV, errno.ENXIO, errno.ENOENT):
+                # Gone again before we got to it (if_nametoindex's error has no errno).
+                if e.errno not in (None, errno.ENODEV, errno.ENXIO, errno.ENOENT):
                     log.warning("cannot attach %s: %s", ifname, e)
             return
         # Up/down: a link that went down left ENETDOWN on the socket, and the loop may

@@ -100,14 +100,20 @@ class Lab:
                 p.kill()
                 p.wait(timeout)
 
-    def teardown(self) -> None:
+    def stop_processes(self) -> None:
+        """Stop every process this lab started, by the PID it has for it."""
         for pidfile in self.pidfiles:
             # Daemons that forked (dhclient): the PID they wrote is the one we started.
             with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
                 os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        self.pidfiles.clear()
         for p in reversed(self.procs):
             with contextlib.suppress(Exception):
                 self.stop(p)
+        self.procs.clear()
+
+    def teardown(self) -> None:
+        self.stop_processes()
         for ns in reversed(self.namespaces):
             # Anything still inside dies with the namespace's interfaces; delete the netns.
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -148,6 +154,7 @@ class VmClient:
     ns: str
     kind: str
     ifname: str = "eth0"
+    conf: str | None = None  # the client's config text; default DHCLIENT_CONF / DHCPCD_CONF
     proc: subprocess.Popen | None = None
 
     def _path(self, name: str) -> Path:
@@ -157,9 +164,10 @@ class VmClient:
         """Run the client until it is bound; returns its output."""
         if self.kind == "dhclient":
             conf = self._path("dhclient.conf")
-            conf.write_text(DHCLIENT_CONF)
+            conf.write_text(self.conf or DHCLIENT_CONF)
             pidfile = self._path("dhclient.pid")
-            self.lab.pidfiles.append(pidfile)
+            if pidfile not in self.lab.pidfiles:
+                self.lab.pidfiles.append(pidfile)
             # -1: try once and fail rather than retry forever; it forks once bound.
             return self.lab.exec(
                 self.ns, "dhclient", "-1", "-v", "-cf", str(conf), "-lf",
@@ -168,13 +176,13 @@ class VmClient:
             )  # fmt: skip
         if self.kind == "dhcpcd":
             conf = self._path("dhcpcd.conf")
-            conf.write_text(DHCPCD_CONF)
+            conf.write_text(self.conf or DHCPCD_CONF)
             # dhcpcd keeps leases and control sockets in fixed host paths: give this run
             # private ones (`ip netns exec` runs us in a mount namespace of our own), so VMs
             # never see each other's leases. -B: stay in the foreground; we own its PID.
             private = (
                 "for d in /var/lib/dhcpcd /run/dhcpcd; do mkdir -p $d && "
-                "mount -t tmpfs lmdp-lab $d || exit 1; done; exec \"$@\""
+                'mount -t tmpfs lmdp-lab $d || exit 1; done; exec "$@"'
             )
             self.proc = self.lab.popen(
                 self.ns, "sh", "-c", private, "sh", "dhcpcd", "-B", "-4", "-f", str(conf),
@@ -190,6 +198,31 @@ class VmClient:
             )  # fmt: skip
         raise LabError(f"unknown DHCP client {self.kind}")
 
+    def renew(self, timeout: float = 30) -> str:
+        """Ask for the current lease again now, as a guest does after a migration, without
+        ever deconfiguring the address.
+
+        dhclient has no "renew now": stop the running one (SIGTERM by its pidfile leaves the
+        address alone, unlike `-x`, whose STOP hook flushes it) and start it again with the
+        same lease file, which makes it send an INIT-REBOOT REQUEST for its address.
+        dhcpcd: `dhcpcd -N` through its control socket (in the private mount namespace
+        it runs in) makes it send a RENEWING REQUEST, unicast to the server identifier.
+        """
+        if self.kind == "dhclient":
+            pidfile = self._path("dhclient.pid")
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                pid = int(pidfile.read_text().split()[0])
+                os.kill(pid, signal.SIGTERM)
+                wait_for(lambda: not _alive(pid), 5, 0.01, f"dhclient {pid} to stop")
+            return self.start(timeout)
+        if self.kind == "dhcpcd" and self.proc is not None:
+            return _run(
+                ["nsenter", "-t", str(self.proc.pid), "-m", "-n",
+                 "dhcpcd", "-N", "-4", self.ifname],
+                timeout=timeout,
+            )  # fmt: skip
+        raise LabError(f"renew is not supported for {self.kind}")
+
     def stop(self) -> None:
         if self.proc is not None:
             self.lab.stop(self.proc)
@@ -199,6 +232,14 @@ class VmClient:
                 self.ns, "dhclient", "-x", "-pf", str(self._path("dhclient.pid")),
                 "-lf", str(self._path("dhclient.leases")), self.ifname, check=False,
             )  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie has finished: its parent just has not reaped it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
@@ -228,8 +269,10 @@ def effective_mtu(lab: Lab, ns: str, ifname: str = "eth0") -> int:
     link = json.loads(lab.exec(ns, "ip", "-j", "link", "show", ifname))[0]
     routes = json.loads(lab.exec(ns, "ip", "-j", "-4", "route", "show", "dev", ifname))
     route_mtus = {r.get("metrics", [{}])[0].get("mtu") for r in routes if r.get("metrics")}
-    if len(route_mtus) == 1 and None not in route_mtus and len(routes) == sum(
-        1 for r in routes if r.get("metrics")
+    if (
+        len(route_mtus) == 1
+        and None not in route_mtus
+        and len(routes) == sum(1 for r in routes if r.get("metrics"))
     ):
         return route_mtus.pop()
     return link["mtu"]
@@ -265,7 +308,8 @@ class LmdpProcess:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
 
-    def start(self, timeout: float = 15) -> None:
+    def start(self, timeout: float = 15, wait: bool = True) -> None:
+        """Start lmdp; with `wait`, return once it answers /healthz (else `wait_healthy`)."""
         self.log_path = self.config_path.with_suffix(".log")
         logf = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
         self.proc = self.lab.popen(
@@ -273,6 +317,10 @@ class LmdpProcess:
             stdout=logf, stderr=subprocess.STDOUT,
         )  # fmt: skip
         logf.close()
+        if wait:
+            self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 15) -> None:
         wait_for(self._healthy, timeout, 0.1, f"lmdp in {self.ns} to become healthy")
 
     def _healthy(self) -> bool:

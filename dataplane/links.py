@@ -12,11 +12,11 @@ import threading
 from collections.abc import Callable
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import RTMGRP_LINK
+from pyroute2.netlink.rtnl import RTMGRP_LINK, ndmsg
 
 log = logging.getLogger("lmdp.links")
 
-__all__ = ["LinkMonitor", "current_links"]
+__all__ = ["LinkMonitor", "claim_mac", "current_links", "forget_mac"]
 
 
 def current_links() -> list[str]:
@@ -70,3 +70,47 @@ class LinkMonitor:
                     self._post(self._on_event, "add", name, msg["index"])
                 elif msg["event"] == "RTM_DELLINK":
                     self._post(self._on_event, "del", name, msg["index"])
+
+
+def claim_mac(port: str, mac: str) -> None:
+    """Point the port's bridge at `port` for `mac` now, as a learned (dynamic) entry.
+
+    While the VM ran elsewhere, its broadcasts taught this node's bridge that its MAC is
+    behind the uplink; a VM that arrives silent would never correct that, and traffic the
+    fabric now sends here would be dropped. A dynamic entry ages out like a learned one; a
+    permanent one would make the bridge treat the MAC as its own. Blocking: call from a
+    worker thread (pyroute2 runs its own event loop).
+    """
+    with IPRoute() as ipr:
+        ifindex = ipr.link_lookup(ifname=port)[0]
+        ipr.fdb(
+            "replace",
+            ifindex=ifindex,
+            lladdr=mac,
+            state=ndmsg.states["reachable"],
+            flags=ndmsg.flags["master"],
+        )
+
+
+def forget_mac(bridges: set[str], mac: str) -> int:
+    """Drop what the bridges learned about `mac`, so they flood it until it speaks.
+
+    For an arrival whose port is not known. Returns the entries removed. Blocking.
+    """
+    removed = 0
+    with IPRoute() as ipr:
+        masters = {i for b in bridges for i in ipr.link_lookup(ifname=b)}
+        for entry in ipr.fdb("dump", lladdr=mac):
+            if (
+                entry.get("NDA_MASTER") in masters
+                and not entry["state"] & ndmsg.states["permanent"]
+            ):
+                ipr.fdb(
+                    "del",
+                    ifindex=entry["ifindex"],
+                    lladdr=mac,
+                    state=entry["state"],
+                    flags=ndmsg.flags["master"],
+                )
+                removed += 1
+    return removed

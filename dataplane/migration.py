@@ -25,6 +25,8 @@ from protocols.announce import AnnounceSchedule, announce_frames
 from protocols.bindings import mac_str
 from protocols.wire import parse_mac
 
+from .links import claim_mac, forget_mac
+
 if TYPE_CHECKING:
     from .engine import Engine
 
@@ -138,6 +140,7 @@ class Migration:
         now = time.time()
         previous = await engine.in_store_thread(engine.store.set_node, mac, self.node, now)
         self.here[mac] = Sighting(ifname, time.monotonic(), now)
+        await self._claim(mac, ifname)
         self._targets[mac] = ifname
         engine.metrics.arrivals.labels(trigger).inc()
         started = self.schedule.start(mac, time.monotonic())
@@ -153,6 +156,20 @@ class Migration:
         self._wake.set()
         return len(self.schedule.rounds_ms) if started else 0
 
+    async def _claim(self, mac: bytes, ifname: str | None) -> None:
+        """Make this node's bridge forward the VM's MAC to its port (see links.claim_mac)."""
+        text = mac_str(mac)
+        try:
+            if ifname is not None:
+                if bridge_of(ifname) is not None:
+                    await asyncio.to_thread(claim_mac, ifname, text)
+                return
+            bridges = {b for p in self.engine.ports for b in [bridge_of(p)] if b}
+            if bridges:
+                await asyncio.to_thread(forget_mac, bridges, text)
+        except Exception as e:  # a port that just went away, a bridge without learning
+            log.warning("cannot update the bridge for %s on %s: %s", text, ifname, e)
+
     async def announce(self, mac_text: str, interface: str | None) -> tuple[int, dict]:
         """`lmdp announce`: the HTTP handler behind POST /announce."""
         try:
@@ -162,7 +179,13 @@ class Migration:
         if self.engine.table.lookup(mac) is None:
             return 404, {"error": f"unknown MAC {mac_str(mac)}: no binding or lease"}
         if interface is not None and interface not in self.engine.ports:
-            return 404, {"error": f"interface {interface} is not attached"}
+            # The controller may be quicker than our netlink monitor: attach it now.
+            if not self.engine.config.interface_matches(interface):
+                return 404, {"error": f"interface {interface} is not one lmdp serves"}
+            try:
+                self.engine.attach(interface)
+            except OSError as e:
+                return 404, {"error": f"interface {interface}: {e.strerror or e}"}
         if interface is None:
             s = self.here.get(mac)
             interface = s.ifname if s is not None else None

@@ -25,8 +25,8 @@ def test_perfdhcp_thousand_clients_no_drops(lab):
     stats = {}
     for section, body in re.findall(r"Statistics for: (\S+?)\*+\n(.*?)collected", out, re.S):
         stats[section] = {
-            k: int(v) for k, v in re.findall(r"^(sent packets|received packets|drops): (\d+)",
-                                             body, re.M)  # fmt: skip
+            k: int(v)
+            for k, v in re.findall(r"^(sent packets|received packets|drops): (\d+)", body, re.M)
         }
     assert stats["DISCOVER-OFFER"] == {"sent packets": 1000, "received packets": 1000,
                                        "drops": 0}, out  # fmt: skip

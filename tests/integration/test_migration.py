@@ -1,0 +1,137 @@
+"""Live migration in the namespace lab: a VM with a real DHCP client and a live TCP stream
+moves between three nodes, each with its own lmdp, all sharing one SQLite store.
+
+The VM is silent (no IPv6, no delayed ACKs, and no RARP unless a test sends QEMU's): after
+a move, only lmdp's announcement (triggered by `lmdp announce`, as a migration controller
+calls it) or the VM's next DHCP request tells the network where it went. Downtime is the
+longest gap between replies to the peer's 1 ms UDP probes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from dataplane.labmigration import DOWNTIME_LIMIT_MS, GATEWAY_IP, VM_IP, MigrationLab
+
+from .conftest import require
+
+# With announcements off nothing restores the path until the VM speaks; stop waiting here.
+SILENT_BOUND = 2.0
+
+
+@pytest.fixture
+def migration_lab(lab):
+    labs: list[MigrationLab] = []
+
+    def make(**kwargs) -> MigrationLab:
+        require("dhclient", "bridge")
+        ml = MigrationLab(lab, client="dhclient", **kwargs).build()
+        labs.append(ml)
+        ml.start_lmdp()
+        ml.start_client()
+        ml.start_traffic()
+        return ml
+
+    yield make
+    # pytest shows captured output only for failing tests: there, the daemons' logs help.
+    for ml in labs:
+        for node, p in ml.lmdp.items():
+            print(f"--- lmdp log ({node})\n{p.log()}")
+
+
+def test_three_hops_keep_address_routes_and_tcp_connection(migration_lab):
+    ml = migration_lab()
+    routes = ml.routes()
+    assert f"default via {GATEWAY_IP} dev eth0" in routes
+    assert ml.addresses() == [f"{VM_IP}/24"]
+    conn = ml.tcp_connection()
+    assert conn is not None
+    assert ml.store_node() == "node-a"
+    for target in ("node-b", "node-c", "node-a"):
+        h = ml.migrate(target)
+        assert not h.errors, h
+        assert h.tcp_same, f"hop {h.hop}: the TCP stream broke or stalled: {ml.vm_status()}"
+        assert h.renew_nodes == [target], f"hop {h.hop}: renew ACKed by {h.renew_nodes}"
+        assert h.addresses == [f"{VM_IP}/24"]
+        assert h.routes_same
+        assert h.store_node == target
+        assert not h.downtime_open and h.downtime_ms <= DOWNTIME_LIMIT_MS, (
+            f"hop {h.hop} {h.source} -> {target}: downtime {h.downtime_text()} ms; "
+            f"{target}'s bridge forwards the VM's MAC to: {h.fdb or 'nowhere (floods)'}"
+        )
+    assert ml.tcp_connection() == conn  # one connection, never re-established
+    assert ml.routes() == routes
+    assert "error" not in ml.peer_status()["tcp"]
+
+
+def test_without_announcements_downtime_is_clearly_longer(migration_lab):
+    ml = migration_lab(announce_rounds_ms=[])
+    h = ml.migrate("node-b", bound=SILENT_BOUND)
+    # Nothing told the fabric: the path stayed dead until the VM's own renew.
+    assert h.downtime_ms >= 10 * DOWNTIME_LIMIT_MS, h
+    assert h.renew_nodes == ["node-b"]
+    assert h.addresses == [f"{VM_IP}/24"]
+    assert h.tcp_same, f"the TCP stream did not survive the long outage: {ml.vm_status()}"
+
+
+def test_qemu_rarp_after_a_move_is_an_arrival(migration_lab):
+    """A VM that is not silent: its RARP alone, with no `lmdp announce`, moves it."""
+    ml = migration_lab()
+    h = ml.migrate("node-b", announce=False, rarp=True)
+    assert h.store_node_before_renew == "node-b"  # the RARP, not the renew, moved it
+    assert ml.arrivals("node-b", "frame") == 1
+    assert ml.arrivals("node-b", "announce") == 0
+    assert not h.downtime_open and h.downtime_ms <= DOWNTIME_LIMIT_MS, h
+    assert h.renew_nodes == ["node-b"] and h.tcp_same and not h.errors
+
+
+def test_failed_migration_leaves_vm_served_by_source(migration_lab):
+    ml = migration_lab()
+    conn = ml.tcp_connection()
+    # The port leaves node-a but never comes up on node-b; it is put back on node-a.
+    h = ml.migrate("node-b", fail=True)
+    assert not h.moved and h.served_by == "node-a"
+    assert not h.errors, h
+    assert not h.downtime_open, f"traffic did not come back on the source: {h}"
+    assert h.renew_nodes == ["node-a"], f"renew ACKed by {h.renew_nodes}"
+    assert h.addresses == [f"{VM_IP}/24"] and h.routes_same
+    assert h.store_node == "node-a"
+    assert ml.arrivals("node-b", "frame") == ml.arrivals("node-b", "announce") == 0
+    assert h.tcp_same and ml.tcp_connection() == conn
+    # Nothing was left behind on node-b: a real migration there still works.
+    h = ml.migrate("node-b")
+    assert h.renew_nodes == ["node-b"] and h.tcp_same and h.store_node == "node-b"
+
+
+def lmdp(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dataplane.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_lab_demo_migrates_reports_and_tears_down():
+    require("dhclient", "bridge")
+    p = lmdp("lab", "demo", "--hops", "1")
+    prefix = re.search(r"^lab (\S+):", p.stdout, re.M)
+    assert prefix, p.stdout + p.stderr
+    for section in ("ip a (VM, before)", "ip route (VM, before)", "ip neigh (VM, before)",
+                    "ip neigh (VM, after 1 hops)", "hops", "checks"):  # fmt: skip
+        assert f"== {section}\n" in p.stdout
+    assert re.search(r"^1 +node-a -> node-b +yes ", p.stdout, re.M), p.stdout
+    assert p.returncode == 0, p.stdout + p.stderr
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert prefix.group(1) not in left
+
+
+def test_lab_demo_usage_errors_are_one_line():
+    p = lmdp("lab", "demo", "--client", "udhcpc")
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "dhclient or dhcpcd" in p.stderr
+    assert lmdp("lab", "demo", "--hops", "0").returncode == 2
