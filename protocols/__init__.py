@@ -1,4 +1,5 @@
-"""lmdp's protocol core: codecs and responders for DHCPv4 and the ARP gateway proxy.
+"""lmdp's protocol core: codecs and responders for DHCPv4, DHCPv6 and the ARP/NDP gateway
+proxy.
 
 This package does no I/O. Nothing here imports `socket`, `asyncio` or `time`, or configures
 logging: responders take a received frame, the interface name and `now` as arguments and

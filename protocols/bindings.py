@@ -7,6 +7,13 @@ engine before the first reply that names them, and then behave like static ones 
 
 Pure: no I/O, no clock reads. The engine loads persisted leases with `restore`, and confirms
 an allocation with `confirm` once the store has committed it.
+
+IPv6: a binding may have an IPv4 address, an IPv6 address or both. Static bindings with an
+IPv6 address are found by MAC like the IPv4 ones (DHCPv6 looks them up by the request's
+Ethernet source). Pool allocations for DHCPv6 are keyed by the client's DUID and IAID, as
+RFC 8415 intends (one client may hold several IAs, and a test tool may simulate thousands of
+DUIDs from one MAC): `allocate6`, `lookup6`, `restore6`, `confirm6`, `remove6`. Those
+bindings live in `by_ia` and `by_ipv6`, never in `by_mac`.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-__all__ = ["Binding", "BindingTable", "Lease", "Pool"]
+__all__ = ["Binding", "BindingTable", "Lease", "Lease6", "Pool", "Pool6"]
 
 
 @dataclass(slots=True)
@@ -32,6 +39,9 @@ class Binding:
     # The VM's IPv6 address (16 packed bytes) and its prefix length; IA_NA gives a /128.
     ipv6: bytes | None = None
     prefixlen6: int = 128
+    # Set for DHCPv6 pool allocations only: the DUID and IAID the address is bound to.
+    duid: bytes | None = None
+    iaid: int = 0
 
     @property
     def ipv4_address(self) -> ipaddress.IPv4Address | None:
@@ -53,6 +63,20 @@ class Lease:
 
 
 @dataclass(slots=True)
+class Lease6:
+    """A DHCPv6 pool allocation (keyed by DUID and IAID) to commit before any reply naming it.
+
+    `mac` is the Ethernet source the request came from, for the operator's benefit only."""
+
+    duid: bytes
+    iaid: int
+    ipv6: bytes
+    prefixlen: int
+    node: str = ""
+    mac: bytes | None = None
+
+
+@dataclass(slots=True)
 class Pool:
     """A range of addresses inside `subnet` handed out in order, one per MAC."""
 
@@ -69,19 +93,52 @@ class Pool:
         return int(self.end) - int(self.start) + 1
 
 
+@dataclass(slots=True)
+class Pool6:
+    """A range of IPv6 addresses inside `subnet` handed out in order, one per (DUID, IAID).
+
+    `subnet` is also what CONFIRM treats as on-link for a client served from this pool."""
+
+    subnet: ipaddress.IPv6Network
+    start: ipaddress.IPv6Address
+    end: ipaddress.IPv6Address
+    _next: int = field(default=0, init=False)
+
+    def contains(self, ip: bytes) -> bool:
+        v = int.from_bytes(ip, "big")
+        return int(self.start) <= v <= int(self.end)
+
+    def on_link(self, ip: bytes) -> bool:
+        v = int.from_bytes(ip, "big")
+        net = self.subnet
+        return int(net.network_address) <= v <= int(net.broadcast_address)
+
+    def size(self) -> int:
+        return int(self.end) - int(self.start) + 1
+
+
 def mac_str(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
 
 class BindingTable:
-    """Static bindings plus pool allocations, looked up by MAC or by IPv4 address."""
+    """Static bindings plus pool allocations, looked up by MAC, by IPv4 or IPv6 address, or
+    (DHCPv6 pool allocations) by DUID and IAID."""
 
-    __slots__ = ("by_mac", "by_ipv4", "pools")
+    __slots__ = ("by_mac", "by_ipv4", "pools", "by_ipv6", "by_ia", "pools6")
 
-    def __init__(self, bindings: list[Binding] | None = None, pools: list[Pool] | None = None):
+    def __init__(
+        self,
+        bindings: list[Binding] | None = None,
+        pools: list[Pool] | None = None,
+        pools6: list[Pool6] | None = None,
+    ):
         self.by_mac: dict[bytes, Binding] = {}
         self.by_ipv4: dict[bytes, Binding] = {}
         self.pools: list[Pool] = list(pools or [])
+        self.by_ipv6: dict[bytes, Binding] = {}
+        self.by_ia: dict[tuple[bytes, int], Binding] = {}
+        self.pools6: list[Pool6] = list(pools6 or [])
         for b in bindings or []:
             self.add(b)
 
@@ -89,14 +146,25 @@ class BindingTable:
         old = self.by_mac.get(binding.mac)
         if old is not None and old.ipv4 is not None and self.by_ipv4.get(old.ipv4) is old:
             del self.by_ipv4[old.ipv4]
+        if old is not None and old.ipv6 is not None and self.by_ipv6.get(old.ipv6) is old:
+            del self.by_ipv6[old.ipv6]
         self.by_mac[binding.mac] = binding
         if binding.ipv4 is not None:
             self.by_ipv4[binding.ipv4] = binding
+        if binding.ipv6 is not None:
+            current = self.by_ipv6.get(binding.ipv6)
+            if current is not None and current.duid is not None:
+                # A static address wins over a pool allocation that holds it: the pool
+                # client is given another address at its next RENEW/REBIND.
+                self.by_ia.pop((current.duid, current.iaid), None)
+            self.by_ipv6[binding.ipv6] = binding
 
     def remove(self, mac: bytes) -> None:
         old = self.by_mac.pop(mac, None)
         if old is not None and old.ipv4 is not None and self.by_ipv4.get(old.ipv4) is old:
             del self.by_ipv4[old.ipv4]
+        if old is not None and old.ipv6 is not None and self.by_ipv6.get(old.ipv6) is old:
+            del self.by_ipv6[old.ipv6]
 
     def lookup(self, mac: bytes) -> Binding | None:
         return self.by_mac.get(mac)
@@ -162,6 +230,86 @@ class BindingTable:
             b.durable = True
         else:
             self.restore(lease)
+
+    # -- IPv6 ---------------------------------------------------------------------------
+
+    def owner_of6(self, ipv6: bytes) -> Binding | None:
+        """The binding (static or DHCPv6 pool) that holds `ipv6`, if any."""
+        return self.by_ipv6.get(ipv6)
+
+    def lookup6(self, duid: bytes, iaid: int) -> Binding | None:
+        """The DHCPv6 pool allocation of one IA (RFC 8415 §12: a binding per DUID and IAID)."""
+        return self.by_ia.get((duid, iaid))
+
+    def allocate6(self, duid: bytes, iaid: int, mac: bytes | None = None) -> Binding | None:
+        """A tentative pool binding for an IA that has none, or None when no pool has room.
+
+        Like `allocate`: entered with `durable=False`; the responder attaches a `Lease6` to
+        its reply for the engine to commit first, then the engine calls `confirm6`.
+        """
+        key = (duid, iaid)
+        for pool in self.pools6:
+            n = pool.size()
+            base = int(pool.start)
+            for i in range(n):
+                off = (pool._next + i) % n
+                ip = (base + off).to_bytes(16, "big")
+                if ip in self.by_ipv6:
+                    continue
+                pool._next = (off + 1) % n
+                b = Binding(
+                    name="",
+                    mac=mac or b"",
+                    ipv6=ip,
+                    prefixlen6=pool.subnet.prefixlen,
+                    pool=True,
+                    durable=False,
+                    duid=duid,
+                    iaid=iaid,
+                )
+                self._add6(key, b)
+                return b
+        return None
+
+    def restore6(self, lease: Lease6) -> Binding:
+        """Enter a DHCPv6 lease read back from the store (durable by definition)."""
+        b = Binding(
+            name="",
+            mac=lease.mac or b"",
+            ipv6=lease.ipv6,
+            prefixlen6=lease.prefixlen,
+            pool=True,
+            durable=True,
+            duid=lease.duid,
+            iaid=lease.iaid,
+        )
+        key = (lease.duid, lease.iaid)
+        current = self.by_ipv6.get(lease.ipv6)
+        if current is not None and current.duid is None:
+            return current  # a static binding wins over a stale pool lease
+        if current is not None and (current.duid, current.iaid) != key:
+            self.remove6(current.duid, current.iaid)
+        self._add6(key, b)
+        return b
+
+    def confirm6(self, lease: Lease6) -> None:
+        b = self.by_ia.get((lease.duid, lease.iaid))
+        if b is not None and b.ipv6 == lease.ipv6:
+            b.durable = True
+        else:
+            self.restore6(lease)
+
+    def remove6(self, duid: bytes, iaid: int) -> None:
+        old = self.by_ia.pop((duid, iaid), None)
+        if old is not None and old.ipv6 is not None and self.by_ipv6.get(old.ipv6) is old:
+            del self.by_ipv6[old.ipv6]
+
+    def _add6(self, key: tuple[bytes, int], binding: Binding) -> None:
+        old = self.by_ia.get(key)
+        if old is not None and old.ipv6 is not None and self.by_ipv6.get(old.ipv6) is old:
+            del self.by_ipv6[old.ipv6]
+        self.by_ia[key] = binding
+        self.by_ipv6[binding.ipv6] = binding
 
     def __len__(self) -> int:
         return len(self.by_mac)

@@ -2,15 +2,15 @@
 
 Responders never raise on remote input and never do I/O: they return an `Outcome` naming
 what was received (a metrics label), the frame to transmit if any, the drop reason if the
-frame was refused, and a `Lease` that the engine must commit to the store before it
-transmits the reply.
+frame was refused, and a `Lease` (DHCPv4) or `Lease6` (DHCPv6) that the engine must commit to
+the store before it transmits the reply.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bindings import Lease
+from .bindings import Lease, Lease6
 
 __all__ = ["Outcome", "DROP_REASONS"]
 
@@ -19,9 +19,9 @@ DROP_REASONS = frozenset(
     {
         "truncated",  # shorter than its headers say
         "bad_ethertype",  # not a protocol this responder handles
-        "bad_ip_header",  # IPv4 version/IHL/length nonsense
-        "bad_checksum",  # IPv4 header or UDP checksum wrong
-        "fragment",  # IPv4 fragment
+        "bad_ip_header",  # IPv4 version/IHL/length nonsense (IPv6: version, UDP length)
+        "bad_checksum",  # IPv4 header, UDP or ICMPv6 checksum wrong; zero UDP checksum in IPv6
+        "fragment",  # IPv4 fragment, or an IPv6 Fragment header
         "not_udp",
         "wrong_port",
         "not_bootrequest",  # op 2 (BOOTREPLY) sent by a VM, or bad htype/hlen
@@ -43,6 +43,27 @@ DROP_REASONS = frozenset(
         "stale_allocation",  # the store gave the MAC another address
         "relay_from_vm",  # giaddr set by a bound VM: a VM is never a relay
         "tx_busy",  # the interface's transmit queue was full
+        # IPv6, NDP and DHCPv6
+        "ipv6_ext_header",  # an IPv6 extension header before the upper layer: not parsed
+        "not_icmpv6",  # IPv6 but not ICMPv6 (the NDP responder's drop for DHCPv6 traffic)
+        "bad_source",  # IPv6 source that cannot be answered (multicast; :: where not allowed)
+        "wrong_destination",  # IPv6 dst not ours: not the gateway/its solicited-node group,
+        #   not ff02::1:2 or the DHCPv6 server address, not all-routers for an RS
+        "bad_hop_limit",  # ND message with hop limit under 255 (RFC 4861 §6.1, §7.1)
+        "bad_nd",  # ND message invalid per RFC 4861 §6.1/§7.1: code, length, options, DAD rules
+        "ra_disabled",  # Router Solicitation while `ra` is off (OVN-compatible default)
+        "ra_from_vm",  # Router Advertisement sent by a VM: a VM is never a router
+        "redirect_from_vm",  # ICMPv6 Redirect sent by a VM
+        "gateway_claimed",  # NA from a VM whose target is the gateway or DHCPv6 server address
+        "no_client_id",  # DHCPv6 message without a usable Client Identifier (RFC 8415 §16)
+        "no_server_id",  # REQUEST/RENEW/RELEASE/DECLINE without Server Identifier (§16)
+        "not_for_us",  # Server Identifier that is not ours (§16)
+        "server_id_present",  # SOLICIT/CONFIRM/REBIND carrying a Server Identifier (§16)
+        "no_ia_na",  # non-information request with no usable IA_NA (SPEC)
+        "unexpected_ia",  # INFORMATION-REQUEST carrying an IA option (RFC 8415 §16.12)
+        "unicast_forbidden",  # SOLICIT/CONFIRM/REBIND/INFORMATION-REQUEST sent unicast (§16)
+        "server_message",  # ADVERTISE/REPLY/RECONFIGURE/RELAY-REPL sent by a VM
+        "confirm_without_address",  # CONFIRM naming no address: no reply (§18.3.3)
     }
 )
 
@@ -55,4 +76,6 @@ class Outcome:
     drop: str | None = None  # reason slug from DROP_REASONS
     lease: Lease | None = None  # commit this before transmitting `reply`
     mac: bytes | None = None  # the VM MAC the frame came from, when it is a bound VM
-    conflict: bytes | None = None  # DHCPDECLINE: the address the VM found in use (option 50)
+    conflict: bytes | None = None  # DHCPDECLINE: the address the VM found in use (option 50);
+    #   DHCPv6 DECLINE: the (16-byte) IPv6 address declined
+    lease6: Lease6 | None = None  # DHCPv6 pool allocation: commit before transmitting `reply`

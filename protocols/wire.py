@@ -15,6 +15,7 @@ __all__ = [
     "ETH_HEADER",
     "IPV4_HEADER",
     "IPV6_HEADER",
+    "ICMPV6_HEADER",
     "UDP_HEADER",
     "MalformedPacket",
     "checksum",
@@ -33,6 +34,8 @@ IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
 # IPv6 (RFC 8200 §3): version/traffic class/flow label, payload length, next header,
 # hop limit, src, dst; 40 bytes.
 IPV6_HEADER = struct.Struct("!IHBB16s16s")
+# ICMPv6 (RFC 4443 §2.1): type, code, checksum.
+ICMPV6_HEADER = struct.Struct("!BBH")
 # UDP (RFC 768): sport, dport, length, checksum.
 UDP_HEADER = struct.Struct("!HHHH")
 # BOOTP/DHCP fixed header (RFC 2131 §2, figure 1): op, htype, hlen, hops, xid, secs, flags,

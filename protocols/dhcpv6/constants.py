@@ -1,0 +1,91 @@
+"""DHCPv6 numbers under their RFC names (RFC 8415, RFC 3646, RFC 4704).
+
+Plain module-level ints: the hot path compares them directly (no IntEnum lookups).
+"""
+
+from __future__ import annotations
+
+# Ports (RFC 8415 §7.2).
+CLIENT_PORT = 546
+SERVER_PORT = 547
+
+# Message types (RFC 8415 §7.3).
+SOLICIT = 1
+ADVERTISE = 2
+REQUEST = 3
+CONFIRM = 4
+RENEW = 5
+REBIND = 6
+REPLY = 7
+RELEASE = 8
+DECLINE = 9
+RECONFIGURE = 10
+INFORMATION_REQUEST = 11
+RELAY_FORW = 12
+RELAY_REPL = 13
+
+# Metrics labels for message types; a closed set, unknown numbers map to the last one.
+MESSAGE_TYPE_NAMES: dict[int, str] = {
+    SOLICIT: "SOLICIT",
+    ADVERTISE: "ADVERTISE",
+    REQUEST: "REQUEST",
+    CONFIRM: "CONFIRM",
+    RENEW: "RENEW",
+    REBIND: "REBIND",
+    REPLY: "REPLY",
+    RELEASE: "RELEASE",
+    DECLINE: "DECLINE",
+    RECONFIGURE: "RECONFIGURE",
+    INFORMATION_REQUEST: "INFORMATION-REQUEST",
+    RELAY_FORW: "RELAY-FORW",
+    RELAY_REPL: "RELAY-REPL",
+}
+UNKNOWN_MESSAGE_NAME = "DHCPV6UNKNOWN"
+
+# Options (RFC 8415 §21 unless noted).
+OPT_CLIENTID = 1
+OPT_SERVERID = 2
+OPT_IA_NA = 3
+OPT_IA_TA = 4
+OPT_IAADDR = 5
+OPT_ORO = 6
+OPT_PREFERENCE = 7
+OPT_ELAPSED_TIME = 8
+OPT_RELAY_MSG = 9
+OPT_AUTH = 11
+OPT_UNICAST = 12
+OPT_STATUS_CODE = 13
+OPT_RAPID_COMMIT = 14
+OPT_USER_CLASS = 15
+OPT_VENDOR_CLASS = 16
+OPT_VENDOR_OPTS = 17
+OPT_INTERFACE_ID = 18
+OPT_RECONF_MSG = 19
+OPT_RECONF_ACCEPT = 20
+OPT_DNS_SERVERS = 23  # RFC 3646 §3
+OPT_DOMAIN_LIST = 24  # RFC 3646 §4
+OPT_IA_PD = 25
+OPT_IAPREFIX = 26
+OPT_INFORMATION_REFRESH_TIME = 32
+OPT_CLIENT_FQDN = 39  # RFC 4704 §4
+
+# Status codes (RFC 8415 §21.13).
+STATUS_SUCCESS = 0
+STATUS_UNSPEC_FAIL = 1
+STATUS_NO_ADDRS_AVAIL = 2
+STATUS_NO_BINDING = 3
+STATUS_NOT_ON_LINK = 4
+STATUS_USE_MULTICAST = 5
+STATUS_NO_PREFIX_AVAIL = 6
+
+# Client FQDN flags (RFC 4704 §4.1): the low three bits.
+FQDN_FLAG_S = 0x01  # the server should perform the AAAA update
+FQDN_FLAG_O = 0x02  # the server has overridden the client's S
+FQDN_FLAG_N = 0x04  # the server should perform no DNS update
+
+# DUID types (RFC 8415 §11.1).
+DUID_LLT = 1
+DUID_EN = 2
+DUID_LL = 3
+DUID_UUID = 4
+DUID_MAX_LEN = 130  # type (2) plus at most 128 bytes (RFC 8415 §11.1)
