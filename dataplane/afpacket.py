@@ -26,6 +26,8 @@ _LD_B_ABS = 0x30
 _LD_H_IND = 0x48
 _LDX_B_MSH = 0xB1
 _JEQ_K = 0x15
+_JGT_K = 0x25
+_JGE_K = 0x35
 _JSET_K = 0x45
 _RET_K = 0x06
 
@@ -33,25 +35,36 @@ _insn = struct.Struct("=HBBI")
 
 
 def build_filter() -> list[tuple[int, int, int, int]]:
-    """ARP, RARP and unfragmented IPv4/UDP to port 67 pass; everything else is dropped in
-    the kernel, so a VM's data traffic costs lmdp nothing."""
-    accept, reject = 11, 12
+    """ARP, RARP, unfragmented IPv4/UDP to port 67, IPv6/UDP to port 547 and ICMPv6 router
+    and neighbour discovery (RS, NS, NA) pass; everything else is dropped in the kernel, so a
+    VM's data traffic costs lmdp nothing. IPv6 extension headers are not walked: DHCPv6 and
+    NDP from guests carry none (NDP must not be fragmented, RFC 6980)."""
+    accept, reject = 20, 21
     # (code, jump-if-true target, jump-if-false target, k); targets are absolute indexes
     # here and made relative (to the next instruction) below.
     prog = [
         (_LD_H_ABS, None, None, 12),  # 0  A = ethertype
         (_JEQ_K, accept, 2, 0x0806),  # 1  ARP
         (_JEQ_K, accept, 3, 0x8035),  # 2  RARP (QEMU's post-migration announce)
-        (_JEQ_K, 4, reject, 0x0800),  # 3  IPv4
-        (_LD_B_ABS, None, None, 23),  # 4  A = IP protocol
-        (_JEQ_K, 6, reject, 17),  # 5  UDP
-        (_LD_H_ABS, None, None, 20),  # 6  A = flags | fragment offset
-        (_JSET_K, reject, 8, 0x1FFF),  # 7  a non-first fragment has no UDP header
-        (_LDX_B_MSH, None, None, 14),  # 8  X = IP header length
-        (_LD_H_IND, None, None, 16),  # 9  A = UDP destination port
-        (_JEQ_K, accept, reject, 67),  # 10 DHCP server port
-        (_RET_K, None, None, ACCEPT_SNAPLEN),  # 11 accept
-        (_RET_K, None, None, 0),  # 12 reject
+        (_JEQ_K, 12, 4, 0x86DD),  # 3  IPv6
+        (_JEQ_K, 5, reject, 0x0800),  # 4  IPv4
+        (_LD_B_ABS, None, None, 23),  # 5  A = IP protocol
+        (_JEQ_K, 7, reject, 17),  # 6  UDP
+        (_LD_H_ABS, None, None, 20),  # 7  A = flags | fragment offset
+        (_JSET_K, reject, 9, 0x1FFF),  # 8  a non-first fragment has no UDP header
+        (_LDX_B_MSH, None, None, 14),  # 9  X = IP header length
+        (_LD_H_IND, None, None, 16),  # 10 A = UDP destination port
+        (_JEQ_K, accept, reject, 67),  # 11 DHCPv4 server port
+        (_LD_B_ABS, None, None, 20),  # 12 A = IPv6 next header
+        (_JEQ_K, 14, 16, 58),  # 13 ICMPv6
+        (_LD_B_ABS, None, None, 54),  # 14 A = ICMPv6 type
+        (_JGE_K, 17, reject, 133),  # 15 type >= 133 (RS) ...
+        (_JEQ_K, 18, reject, 17),  # 16 UDP (reached from 13 only)
+        (_JGT_K, reject, accept, 136),  # 17 ... and <= 136 (NA): RS, RA, NS, NA
+        (_LD_H_ABS, None, None, 56),  # 18 A = UDP destination port
+        (_JEQ_K, accept, reject, 547),  # 19 DHCPv6 server port
+        (_RET_K, None, None, ACCEPT_SNAPLEN),  # 20 accept
+        (_RET_K, None, None, 0),  # 21 reject
     ]
     out = []
     for i, (code, jt, jf, k) in enumerate(prog):

@@ -106,6 +106,7 @@ async def _serve(config) -> None:
                 tg.create_task(engine.committer()),
                 tg.create_task(engine.migration.checker()),
                 tg.create_task(engine.migration.announcer()),
+                tg.create_task(engine.advertiser()),
             ]
             await stop.wait()
             for task in tasks:
@@ -161,14 +162,16 @@ def cmd_leases(args) -> int:
     if not rows:
         print("no leases")
         return EXIT_OK
-    print(f"{'MAC':<18} {'IPV4':<19} {'NODE':<16} UPDATED")
     import datetime
 
+    print(f"{'MAC':<18} {'ADDRESS':<24} {'NODE':<16} {'UPDATED':<20} CLIENT")
     for r in rows:
         ts = datetime.datetime.fromtimestamp(r["updated"], datetime.UTC).strftime(
             "%Y-%m-%d %H:%M:%SZ"
         )
-        print(f"{r['mac']:<18} {r['ipv4']:<19} {r['node'] or '-':<16} {ts}")
+        address = r.get("ipv4") or r.get("ipv6")
+        client = f"duid {r['duid']} iaid {r['iaid']}" if "duid" in r else ""
+        print(f"{r['mac'] or '-':<18} {address:<24} {r['node'] or '-':<16} {ts:<20} {client}")
     return EXIT_OK
 
 

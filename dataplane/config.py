@@ -39,8 +39,8 @@ from pydantic import (
     model_validator,
 )
 
-from protocols.bindings import Binding, BindingTable, Pool
-from protocols.params import ROUTER_SUBNET, GatewayParams
+from protocols.bindings import Binding, BindingTable, Pool, Pool6
+from protocols.params import INFINITE_LIFETIME, ROUTER_SUBNET, GatewayParams
 
 from .errors import DEFAULT_HTTP_LISTEN, ConfigError, _short, parse_listen
 
@@ -142,6 +142,20 @@ def _parse_ipv4_network(value: Any) -> ipaddress.IPv4Network:
         raise ValueError(f"invalid IPv4 network {_short(value)}") from None
 
 
+def _parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    text = _require_str(value, "a network address/prefixlen")
+    if ":" not in text:
+        return _parse_ipv4_network(value)
+    if "/" not in text:
+        raise ValueError(f"expected network/prefixlen, got {_short(value)}")
+    try:
+        return ipaddress.IPv6Network(text)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            raise ValueError(f"{text} has host bits set") from None
+        raise ValueError(f"invalid IPv6 network {_short(value)}") from None
+
+
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
 
 
@@ -209,6 +223,7 @@ IPAny = _typed(_parse_ip, ipaddress.IPv4Address | ipaddress.IPv6Address)
 IPv4Iface = _typed(_parse_ipv4_interface, ipaddress.IPv4Interface)
 IPv6Iface = _typed(_parse_ipv6_interface, ipaddress.IPv6Interface)
 IPv4Net = _typed(_parse_ipv4_network, ipaddress.IPv4Network)
+IPNet = _typed(_parse_network, ipaddress.IPv4Network | ipaddress.IPv6Network)
 Mac = Annotated[str, PlainValidator(_parse_mac)]
 Domain = Annotated[str, PlainValidator(_parse_domain)]
 IfName = Annotated[str, PlainValidator(_parse_ifname)]
@@ -250,15 +265,23 @@ class DnsConfig(_Model):
 class BindingConfig(_Model):
     name: NonEmptyStr
     mac: Mac
-    ipv4: IPv4Iface
-    ipv6: IPv6Iface | None = None
+    ipv4: IPv4Iface | None = None
+    ipv6: IPv6Iface | None = None  # IPv6-only VMs have just this
     hostname: Domain | None = None
+
+    @model_validator(mode="after")
+    def _some_address(self) -> BindingConfig:
+        if self.ipv4 is None and self.ipv6 is None:
+            raise ValueError("needs ipv4, ipv6 or both")
+        return self
 
 
 class PoolConfig(_Model):
-    subnet: IPv4Net
-    start: IPv4
-    end: IPv4
+    """IPv4 pools allocate per MAC; IPv6 pools per DUID and IAID (RFC 8415)."""
+
+    subnet: IPNet
+    start: IPAny
+    end: IPAny
 
     @field_validator("start", "end")
     @classmethod
@@ -266,6 +289,8 @@ class PoolConfig(_Model):
         subnet = info.data.get("subnet")
         if subnet is None:
             return value  # subnet itself failed; that error is reported
+        if value.version != subnet.version:
+            raise ValueError(f"{value} is not an IPv{subnet.version} address like {subnet}")
         if value not in subnet:
             raise ValueError(f"{value} is outside subnet {subnet}")
         if subnet.prefixlen < 31 and value in (subnet.network_address, subnet.broadcast_address):
@@ -275,6 +300,14 @@ class PoolConfig(_Model):
         if info.field_name == "end" and start is not None and value < start:
             raise ValueError(f"{value} is before start {start}")
         return value
+
+
+class Dhcpv6Config(_Model):
+    # IA address lifetimes: "lease" (lease_time, renewed at T1; lmdp's default) or
+    # "infinite" (0xffffffff, what OVN sends), or a number of seconds.
+    lifetime: Literal["lease", "infinite"] | Annotated[int, Field(ge=60, le=0xFFFFFFFE)] = (
+        "lease"
+    )
 
 
 class StoreConfig(_Model):
@@ -320,6 +353,7 @@ class Config(_Model):
     mtu: Annotated[int, Field(ge=68, le=65535)] | None = 1400
     lease_time: Annotated[int, Field(ge=10, le=0xFFFFFFFF)] = 3500
     ra: bool = False
+    dhcpv6: Dhcpv6Config = Dhcpv6Config()
     bindings: list[BindingConfig] = []
     pools: list[PoolConfig] = []
     store: StoreConfig = StoreConfig()
@@ -347,12 +381,22 @@ class Config(_Model):
     # --- what the engine runs on ---
 
     def gateway_params(self) -> GatewayParams:
-        """The node-independent answers, packed for the responders (IPv4 DNS servers only)."""
+        """The node-independent answers, packed for the responders."""
+        lifetime = self.dhcpv6.lifetime
+        if lifetime == "lease":
+            lifetime = None  # GatewayParams: follow lease_time
+        elif lifetime == "infinite":
+            lifetime = INFINITE_LIFETIME
         return GatewayParams(
             gateway_ipv4=self.gateway.ipv4.packed,
             gateway_mac=bytes.fromhex(self.gateway.mac.replace(":", "")),
             router_mode=self.gateway.router_mode,
             dns_servers=[s.packed for s in self.dns.servers if s.version == 4],
+            dns6_servers=[s.packed for s in self.dns.servers if s.version == 6],
+            gateway_ipv6=self.gateway.ipv6.packed,
+            ra=self.ra,
+            preferred_lifetime=lifetime,
+            valid_lifetime=lifetime,
             search=list(self.dns.search),
             mtu=self.mtu,
             lease_time=self.lease_time,
@@ -365,14 +409,17 @@ class Config(_Model):
             Binding(
                 name=b.name,
                 mac=bytes.fromhex(b.mac.replace(":", "")),
-                ipv4=b.ipv4.ip.packed,
-                prefixlen=b.ipv4.network.prefixlen,
+                ipv4=b.ipv4.ip.packed if b.ipv4 else None,
+                prefixlen=b.ipv4.network.prefixlen if b.ipv4 else 32,
                 hostname=b.hostname,
+                ipv6=b.ipv6.ip.packed if b.ipv6 else None,
+                prefixlen6=b.ipv6.network.prefixlen if b.ipv6 else 128,
             )
             for b in self.bindings
         ]
-        pools = [Pool(subnet=p.subnet, start=p.start, end=p.end) for p in self.pools]
-        return BindingTable(bindings, pools)
+        pools = [Pool(p.subnet, p.start, p.end) for p in self.pools if p.subnet.version == 4]
+        pools6 = [Pool6(p.subnet, p.start, p.end) for p in self.pools if p.subnet.version == 6]
+        return BindingTable(bindings, pools, pools6)
 
     def effective(self) -> dict[str, Any]:
         """The config with every default filled in, as plain JSON/YAML-serialisable data."""
@@ -402,14 +449,17 @@ def _cross_check(cfg: Config) -> None:
         if b.mac in macs:
             raise ConfigError(f"{where}.mac: {b.mac} already used by bindings[{macs[b.mac]}]")
         macs[b.mac] = i
-        ip = b.ipv4.ip
-        if ip == gw.ipv4:
-            raise ConfigError(f"{where}.ipv4: {ip} is the gateway address")
-        if ip == router_of(b.ipv4.network):
-            raise ConfigError(f"{where}.ipv4: {ip} is its subnet's router (router_mode subnet)")
-        if ip in ipv4s:
-            raise ConfigError(f"{where}.ipv4: {ip} already used by bindings[{ipv4s[ip]}]")
-        ipv4s[ip] = i
+        if b.ipv4 is not None:
+            ip = b.ipv4.ip
+            if ip == gw.ipv4:
+                raise ConfigError(f"{where}.ipv4: {ip} is the gateway address")
+            if ip == router_of(b.ipv4.network):
+                raise ConfigError(
+                    f"{where}.ipv4: {ip} is its subnet's router (router_mode subnet)"
+                )
+            if ip in ipv4s:
+                raise ConfigError(f"{where}.ipv4: {ip} already used by bindings[{ipv4s[ip]}]")
+            ipv4s[ip] = i
         if b.ipv6 is not None:
             ip6 = b.ipv6.ip
             if ip6 == gw.ipv6:
@@ -423,15 +473,18 @@ def _cross_check(cfg: Config) -> None:
     # different subnets must not overlap (a VM would get a different on-link prefix).
     for i, p in enumerate(cfg.pools):
         where = f"pools[{i}]"
-        if p.start <= gw.ipv4 <= p.end:
-            raise ConfigError(f"{where}: range {p.start}-{p.end} contains the gateway {gw.ipv4}")
-        router = router_of(p.subnet)
+        gateway = gw.ipv4 if p.subnet.version == 4 else gw.ipv6
+        if p.start <= gateway <= p.end:
+            raise ConfigError(f"{where}: range {p.start}-{p.end} contains the gateway {gateway}")
+        router = router_of(p.subnet) if p.subnet.version == 4 else None
         if router is not None and p.start <= router <= p.end:
             raise ConfigError(
                 f"{where}: range {p.start}-{p.end} contains the router {router} "
                 "(router_mode subnet)"
             )
         for j, q in enumerate(cfg.pools[:i]):
+            if p.subnet.version != q.subnet.version:
+                continue
             if p.subnet != q.subnet and p.subnet.overlaps(q.subnet):
                 raise ConfigError(
                     f"{where}.subnet: {p.subnet} overlaps pools[{j}].subnet {q.subnet}"

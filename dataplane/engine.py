@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import ipaddress
 import logging
+import random
 import time
 from collections.abc import Callable
 
 from protocols.arp import ArpResponder
-from protocols.bindings import mac_str
+from protocols.bindings import Lease6, mac_str
 from protocols.dhcpv4.server import Dhcpv4Responder
+from protocols.dhcpv6.server import Dhcpv6Responder
+from protocols.ipv6 import ipv6_next_header
+from protocols.ndp import NdpResponder, build_ra, ra_delay
 from protocols.outcome import Outcome
 
 from .afpacket import PacketSocket, clear_error
@@ -29,6 +34,8 @@ log = logging.getLogger("lmdp.engine")
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_RARP = 0x8035
+ETH_P_IPV6 = 0x86DD
+IPPROTO_ICMPV6 = 58
 
 
 class RateLimitedLog:
@@ -70,12 +77,15 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.arp = ArpResponder(self.params, self.table)
         self.dhcp4 = Dhcpv4Responder(self.params, self.table, node=self.node)
+        self.ndp = NdpResponder(self.params, self.table)
+        self.dhcp6 = Dhcpv6Responder(self.params, self.table, node=self.node)
+        self._ra_frame = build_ra(self.params) if self.params.ra else None
         self.store = SqliteLeaseStore(config.store.path)
         self.store_ok = True
         self.ports: dict[str, Port] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._store_exec = concurrent.futures.ThreadPoolExecutor(1, "lmdp-store")
-        self._pending: list[tuple[Port, Outcome]] = []
+        self._pending: list[tuple[Port, Outcome]] = []  # replies waiting for a commit
         self._pending_event = asyncio.Event()
         self._bug_log = RateLimitedLog(log)
         self._warn_log = RateLimitedLog(log)
@@ -94,7 +104,10 @@ class Engine:
         self.store.open()
         leases = self.store.load()
         for lease in leases:
-            self.table.restore(lease)
+            if isinstance(lease, Lease6):
+                self.table.restore6(lease)
+            else:
+                self.table.restore(lease)
         self._update_binding_gauges()
         return len(leases)
 
@@ -121,6 +134,8 @@ class Engine:
             self.loop.add_reader(psock.fd, self._on_readable, port)
         self.metrics.set_interfaces_attached(len(self.ports))
         log.info("attached %s (ifindex %d)", ifname, psock.ifindex)
+        if self._ra_frame is not None:
+            self._advertise(port)
         return True
 
     def link_changed(self, event: str, ifname: str, ifindex: int, wanted: bool) -> None:
@@ -184,28 +199,35 @@ class Engine:
         try:
             ethertype = frame[12] << 8 | frame[13] if len(frame) >= 14 else 0
             handler = self._handlers.get(ethertype)
-            if handler is None:
+            if handler is not None:
+                outcome = handler(frame, ifname, now)
+                protocol = self._protocol[ethertype]
+            elif ethertype == ETH_P_IPV6:
+                if ipv6_next_header(frame) == IPPROTO_ICMPV6:
+                    outcome, protocol = self.ndp.handle(frame, ifname, now), "ndp"
+                else:
+                    outcome, protocol = self.dhcp6.handle(frame, ifname, now), "dhcpv6"
+            else:
                 self.metrics.dropped(ifname, "bad_ethertype")
                 return
-            outcome = handler(frame, ifname, now)
-            self.metrics.received(ifname, self._protocol[ethertype], outcome.received)
+            self.metrics.received(ifname, protocol, outcome.received)
             if outcome.mac is not None:
                 self.migration.seen(outcome.mac, ifname, now)
             if outcome.drop is not None:
                 self.metrics.dropped(ifname, outcome.drop)
                 return
             if outcome.conflict is not None:
-                # RFC 2131 §4.3.3: the client found its address in use on the link.
+                # RFC 2131 §4.3.3, RFC 8415 §18.3.8: the client found its address in use.
                 self._warn_log(
                     logging.WARNING,
                     "address conflict: %s declined %s on %s",
                     mac_str(outcome.mac) if outcome.mac else "unknown client",
-                    ".".join(map(str, outcome.conflict)),
+                    ipaddress.ip_address(outcome.conflict),
                     ifname,
                 )
             if outcome.reply is None:
                 return
-            if outcome.lease is not None:
+            if outcome.lease is not None or outcome.lease6 is not None:
                 self._pending.append((port, outcome))
                 self._pending_event.set()
                 return
@@ -245,7 +267,7 @@ class Engine:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        leases = [o.lease for _, o in batch]
+        leases = [o.lease or o.lease6 for _, o in batch]
         t0 = time.perf_counter()
         try:
             results = await self.in_store_thread(self.store.commit, leases, time.time())
@@ -255,30 +277,58 @@ class Engine:
                 log.error("lease store commit failed: %s; refusing new allocations", e)
             self.store_ok = False
             for port, o in batch:
-                self.table.remove(o.lease.mac)
+                self._forget(o.lease or o.lease6)
                 self.metrics.dropped(port.ifname, "store_unavailable")
             return
         if not self.store_ok:
             log.info("lease store is back")
         self.store_ok = True
         self.metrics.store_committed(time.perf_counter() - t0, len(leases))
-        for (port, o), stored in zip(batch, results, strict=True):
+        for (port, o), asked, stored in zip(batch, leases, results, strict=True):
+            v6 = isinstance(asked, Lease6)
             if stored is None:
                 # Another node took this address first; the client will ask again.
-                self.table.remove(o.lease.mac)
+                self._forget(asked)
                 self.metrics.dropped(port.ifname, "stale_allocation")
-            elif stored.ipv4 != o.lease.ipv4:
-                self.table.restore(stored)
+            elif (stored.ipv6 != asked.ipv6) if v6 else (stored.ipv4 != asked.ipv4):
+                # The store holds another address for this client: offer that one next time.
+                self.table.restore6(stored) if v6 else self.table.restore(stored)
                 self.metrics.dropped(port.ifname, "stale_allocation")
             else:
-                self.table.confirm(stored)
+                self.table.confirm6(stored) if v6 else self.table.confirm(stored)
                 if port.ifname in self.ports:
                     self._transmit(port, o)
         self._update_binding_gauges()
 
+    def _forget(self, lease) -> None:
+        """Drop a tentative allocation that will not be committed."""
+        if isinstance(lease, Lease6):
+            self.table.remove6(lease.duid, lease.iaid)
+        else:
+            self.table.remove(lease.mac)
+
     def _update_binding_gauges(self) -> None:
         pool = sum(1 for b in self.table.by_mac.values() if b.pool)
-        self.metrics.set_bindings(static=len(self.table) - pool, pool=pool)
+        static = len(self.table.by_mac) - pool
+        self.metrics.set_bindings(static=static, pool=pool + len(self.table.by_ia))
+
+    # -- periodic router advertisements (ra: true) -------------------------------------
+
+    async def advertiser(self) -> None:
+        """RFC 4861 §6.2.4: an unsolicited RA to ff02::1 on every port, at random intervals
+        within [MinRtrAdvInterval, MaxRtrAdvInterval]; RS are answered at once by the NDP
+        responder. Also one RA on each newly attached port, so a booting guest need not
+        wait for its RS to be answered."""
+        if self._ra_frame is None:
+            return
+        while True:
+            await asyncio.sleep(ra_delay(self.params, random.random()))
+            for port in list(self.ports.values()):
+                self._advertise(port)
+
+    def _advertise(self, port: Port) -> None:
+        if port.psock.send(self._ra_frame):
+            self.metrics.sent(port.ifname, "ra")
 
     # -- views for /healthz and /leases ------------------------------------------------
 
@@ -289,14 +339,16 @@ class Engine:
 
     def leases(self) -> list[dict]:
         out = []
-        for b in self.table.by_mac.values():
-            out.append(
-                {
-                    "name": b.name,
-                    "mac": mac_str(b.mac),
-                    "ipv4": f"{b.ipv4_address}/{b.prefixlen}" if b.ipv4 is not None else None,
-                    "kind": "pool" if b.pool else "static",
-                    "committed": b.durable,
-                }
-            )
+        for b in [*self.table.by_mac.values(), *self.table.by_ia.values()]:
+            row = {
+                "name": b.name,
+                "mac": mac_str(b.mac) if b.mac else None,
+                "ipv4": f"{b.ipv4_address}/{b.prefixlen}" if b.ipv4 is not None else None,
+                "ipv6": f"{ipaddress.IPv6Address(b.ipv6)}/{b.prefixlen6}" if b.ipv6 else None,
+                "kind": "pool" if b.pool else "static",
+                "committed": b.durable,
+            }
+            if b.duid is not None:
+                row["duid"], row["iaid"] = b.duid.hex(), b.iaid
+            out.append(row)
         return out

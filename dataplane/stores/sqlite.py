@@ -27,7 +27,7 @@ import sqlite3
 import threading
 from typing import Any
 
-from protocols.bindings import Lease, mac_str
+from protocols.bindings import Lease, Lease6, mac_str
 
 from . import StoreError
 
@@ -35,7 +35,7 @@ __all__ = ["SqliteLeaseStore"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: leases6 (version 1 files gain the table on open)
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS leases (
         mac TEXT PRIMARY KEY,            -- 0a:58:0a:f4:03:0a
@@ -44,6 +44,17 @@ _SCHEMA = (
         node TEXT NOT NULL,              -- the node that allocated it
         created REAL NOT NULL,           -- Unix time
         updated REAL NOT NULL            -- last commit that named it
+    )""",
+    """CREATE TABLE IF NOT EXISTS leases6 (
+        duid TEXT NOT NULL,              -- hex, from the DHCPv6 Client-ID
+        iaid INTEGER NOT NULL,
+        ipv6 TEXT NOT NULL UNIQUE,       -- fd00:10:250::100
+        prefixlen INTEGER NOT NULL,
+        mac TEXT,                        -- the Ethernet source that asked (for operators)
+        node TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (duid, iaid)
     )""",
     """CREATE TABLE IF NOT EXISTS vm_nodes (
         mac TEXT PRIMARY KEY,
@@ -160,8 +171,8 @@ class SqliteLeaseStore:
 
     # --- leases ---
 
-    def load(self) -> list[Lease]:
-        """Every persisted lease (rows that cannot be parsed are logged and skipped)."""
+    def load(self) -> list[Lease | Lease6]:
+        """Every persisted lease, IPv4 and IPv6 (unparsable rows are logged and skipped)."""
         with self._lock:
             try:
                 rows = (
@@ -184,9 +195,36 @@ class SqliteLeaseStore:
                 log.warning("%s: skipping unreadable lease row %r", self.path, (mac, ipv4))
                 continue
             leases.append(lease)
+        return leases + self._load6()
+
+    def _load6(self) -> list[Lease6]:
+        with self._lock:
+            try:
+                rows = (
+                    self._connection()
+                    .execute("SELECT duid, iaid, ipv6, prefixlen, mac, node FROM leases6")
+                    .fetchall()
+                )
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {e}") from e
+        leases: list[Lease6] = []
+        for duid, iaid, ipv6, prefixlen, mac, node in rows:
+            try:
+                leases.append(
+                    Lease6(
+                        duid=bytes.fromhex(duid),
+                        iaid=int(iaid),
+                        ipv6=ipaddress.IPv6Address(ipv6).packed,
+                        prefixlen=int(prefixlen),
+                        node=node,
+                        mac=bytes.fromhex(_mac_text(mac).replace(":", "")) if mac else None,
+                    )
+                )
+            except (ValueError, TypeError, AttributeError):
+                log.warning("%s: skipping unreadable lease6 row %r", self.path, (duid, ipv6))
         return leases
 
-    def commit(self, leases: list[Lease], now: float) -> list[Lease | None]:
+    def commit(self, leases: list[Lease | Lease6], now: float) -> list[Lease | Lease6 | None]:
         """Persist a batch in ONE transaction (one fsync); the result is aligned with `leases`.
 
         Element i is the authoritative lease for leases[i].mac:
@@ -196,11 +234,17 @@ class SqliteLeaseStore:
         - None when leases[i].ipv4 is already held by another MAC (the caller lost a race
           with another process or node and must not hand that address out).
         A MAC or address repeated within the batch behaves as if committed in order.
+        A `Lease6` is the same, keyed by (DUID, IAID) instead of the MAC.
         """
         if not leases:
             return []
         rows = []
         for lease in leases:
+            if isinstance(lease, Lease6):
+                if len(lease.ipv6) != 16 or not 0 <= lease.prefixlen <= 128 or not lease.duid:
+                    raise ValueError(f"bad lease {lease!r}")
+                rows.append((lease.duid.hex(), str(ipaddress.IPv6Address(lease.ipv6))))
+                continue
             if len(lease.ipv4) != 4 or not 0 <= lease.prefixlen <= 32:
                 raise ValueError(f"bad lease {lease!r}")
             rows.append((_mac_text(lease.mac), str(ipaddress.IPv4Address(lease.ipv4))))
@@ -210,8 +254,10 @@ class SqliteLeaseStore:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     out = [
-                        self._commit_one(conn, lease, mac, ipv4, now)
-                        for lease, (mac, ipv4) in zip(leases, rows, strict=True)
+                        self._commit_one6(conn, lease, key, addr, now)
+                        if isinstance(lease, Lease6)
+                        else self._commit_one(conn, lease, key, addr, now)
+                        for lease, (key, addr) in zip(leases, rows, strict=True)
                     ]
                     conn.execute("COMMIT")
                 except BaseException:
@@ -242,6 +288,34 @@ class SqliteLeaseStore:
             return None  # the address belongs to another MAC
         return Lease(lease.mac, lease.ipv4, lease.prefixlen, lease.node)
 
+    @staticmethod
+    def _commit_one6(
+        conn: sqlite3.Connection, lease: Lease6, duid: str, ipv6: str, now: float
+    ) -> Lease6 | None:
+        row = conn.execute(
+            "SELECT ipv6, prefixlen, node FROM leases6 WHERE duid = ? AND iaid = ?",
+            (duid, lease.iaid),
+        ).fetchone()
+        if row is not None:
+            conn.execute(
+                "UPDATE leases6 SET updated = ? WHERE duid = ? AND iaid = ?",
+                (now, duid, lease.iaid),
+            )
+            stored, prefixlen, node = row
+            return Lease6(
+                lease.duid, lease.iaid, ipaddress.IPv6Address(stored).packed, prefixlen, node,
+                lease.mac,
+            )  # fmt: skip
+        mac = _mac_text(lease.mac) if lease.mac else None
+        cur = conn.execute(
+            "INSERT INTO leases6 (duid, iaid, ipv6, prefixlen, mac, node, created, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ipv6) DO NOTHING",
+            (duid, lease.iaid, ipv6, lease.prefixlen, mac, lease.node, now, now),
+        )
+        if cur.rowcount == 0:
+            return None  # the address belongs to another client
+        return Lease6(lease.duid, lease.iaid, lease.ipv6, lease.prefixlen, lease.node, lease.mac)
+
     def all_leases(self) -> list[dict[str, Any]]:
         """Rows for display, by address: mac, ipv4 ("a.b.c.d/len"), node, created, updated."""
         with self._lock:
@@ -267,6 +341,30 @@ class SqliteLeaseStore:
             out.sort(key=_ip_key)
         except ValueError:
             out.sort(key=lambda r: r["ipv4"])  # a hand-edited row; still show everything
+        with self._lock:
+            try:
+                rows6 = (
+                    self._connection()
+                    .execute(
+                        "SELECT duid, iaid, ipv6, prefixlen, mac, node, created, updated"
+                        " FROM leases6 ORDER BY ipv6"
+                    )
+                    .fetchall()
+                )
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {e}") from e
+        out += [
+            {
+                "mac": mac,
+                "ipv6": f"{ipv6}/{prefixlen}",
+                "duid": duid,
+                "iaid": iaid,
+                "node": node,
+                "created": created,
+                "updated": updated,
+            }
+            for duid, iaid, ipv6, prefixlen, mac, node, created, updated in rows6
+        ]
         return out
 
     # --- where each VM was last seen (for migration) ---

@@ -415,3 +415,55 @@ def test_parse_listen():
     for bad in ("127.0.0.1", "1.2.3.4:99999", "[::1:9464", "::1:9464", "a b:1"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+
+
+def test_ipv6_only_and_dual_stack_bindings_and_ipv6_pools():
+    cfg = parse_config(
+        {
+            "node": "n",
+            "bindings": [
+                {"name": "v6", "mac": "0a:58:0a:f4:02:30", "ipv6": "fd00:10:244:2::30/64"},
+                {"name": "ds", "mac": "0a:58:0a:f4:02:31", "ipv4": "10.244.2.31/24",
+                 "ipv6": "fd00:10:244:2::31/64"},
+            ],
+            "pools": [
+                {"subnet": "10.244.3.0/24", "start": "10.244.3.10", "end": "10.244.3.20"},
+                {"subnet": "fd00:10:250::/64", "start": "fd00:10:250::100",
+                 "end": "fd00:10:250::1ff"},
+            ],
+            "dns": {"servers": ["10.96.0.10", "fd00:10:96::a"]},
+            "ra": True,
+        }
+    )  # fmt: skip
+    table = cfg.binding_table()
+    v6 = table.lookup(bytes.fromhex("0a580af40230"))
+    assert v6.ipv4 is None and v6.ipv6 == ipaddress.IPv6Address("fd00:10:244:2::30").packed
+    assert v6.prefixlen6 == 64
+    assert [str(p.subnet) for p in table.pools] == ["10.244.3.0/24"]
+    assert [str(p.subnet) for p in table.pools6] == ["fd00:10:250::/64"]
+    params = cfg.gateway_params()
+    assert params.dns_servers == [bytes((10, 96, 0, 10))]
+    assert params.dns6_servers == [ipaddress.IPv6Address("fd00:10:96::a").packed]
+    assert params.ra is True and params.ia_lifetimes()[1] == 3500  # valid = lease_time
+
+
+def test_dhcpv6_infinite_lifetime():
+    params = parse_config({"dhcpv6": {"lifetime": "infinite"}}).gateway_params()
+    assert params.ia_lifetimes()[:2] == (0xFFFFFFFF, 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"bindings": [{"name": "a", "mac": "0a:58:0a:f4:02:30"}]},
+         "bindings[0]: needs ipv4, ipv6 or both"),
+        ({"pools": [{"subnet": "fd00::/64", "start": "10.0.0.1", "end": "fd00::9"}]},
+         "pools[0].start: 10.0.0.1 is not an IPv6 address like fd00::/64"),
+        ({"pools": [{"subnet": "fd00::/64", "start": "fd00::10", "end": "fd00::20"},
+                    {"subnet": "fd00::/64", "start": "fd00::15", "end": "fd00::30"}]},
+         "pools[1]: range fd00::15-fd00::30 overlaps pools[0] fd00::10-fd00::20"),
+        ({"dhcpv6": {"lifetime": "forever"}}, "dhcpv6.lifetime"),
+    ],
+)  # fmt: skip
+def test_ipv6_config_errors(data, message):
+    assert error_of(data).startswith(message)

@@ -7,7 +7,15 @@ import pytest
 from dataplane.config import parse_config
 from dataplane.engine import Engine, Port
 from protocols.bindings import Lease
-from tests.helpers import SEED_MAC, SEED_MAC_STR, arp_frame, dhcp_request
+from tests.helpers import (
+    GW_MAC,
+    SEED_MAC,
+    SEED_MAC_STR,
+    arp_frame,
+    dhcp6_request,
+    dhcp_request,
+    ns_frame,
+)
 
 POOL_MAC_STR = "0a:58:0a:f4:09:01"
 POOL_MAC = bytes.fromhex(POOL_MAC_STR.replace(":", ""))
@@ -33,7 +41,14 @@ def engine(tmp_path):
             "node": "node-a",
             "interfaces": ["tap*"],
             "bindings": [{"name": "fedora", "mac": SEED_MAC_STR, "ipv4": "10.244.2.26/24"}],
-            "pools": [{"subnet": "10.244.9.0/24", "start": "10.244.9.10", "end": "10.244.9.20"}],
+            "pools": [
+                {"subnet": "10.244.9.0/24", "start": "10.244.9.10", "end": "10.244.9.20"},
+                {
+                    "subnet": "fd00:10:250::/64",
+                    "start": "fd00:10:250::10",
+                    "end": "fd00:10:250::20",
+                },
+            ],  # fmt: skip
             "store": {"backend": "sqlite", "path": str(tmp_path / "leases.db")},
         }
     )
@@ -165,8 +180,32 @@ def test_leases_view(engine):
             "name": "fedora",
             "mac": SEED_MAC_STR,
             "ipv4": "10.244.2.26/24",
+            "ipv6": None,
             "kind": "static",
             "committed": True,
         }
     ]
     assert engine.table.lookup(SEED_MAC) is not None
+
+
+def test_ipv6_dispatch_ndp(engine, port):
+    engine.process(port, ns_frame(), 0.0)  # who has fe80::1?
+    assert len(port.psock.sent) == 1 and port.psock.sent[0][6:12] == GW_MAC
+    assert (
+        sample(engine, "lmdp_frames_received_total", interface="tap0", protocol="ndp", type="ns")
+        == 1
+    )
+
+
+async def test_dhcpv6_pool_advertise_sent_only_after_commit(engine, port):
+    engine.process(port, dhcp6_request("solicit", eth_src=POOL_MAC_STR), 0.0)
+    assert port.psock.sent == []
+    await engine.flush()
+    assert len(port.psock.sent) == 1
+    stored = [x for x in engine.store.load() if hasattr(x, "duid")]
+    assert [(x.ipv6.hex(), x.mac) for x in stored] == [
+        ("fd000010025000000000000000000010", POOL_MAC)
+    ]
+    assert sample(engine, "lmdp_bindings", kind="pool") == 1
+    rows = [r for r in engine.leases() if r["kind"] == "pool"]
+    assert rows[0]["ipv6"] == "fd00:10:250::10/64" and rows[0]["committed"] is True

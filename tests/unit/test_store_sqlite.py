@@ -14,7 +14,7 @@ import pytest
 
 from dataplane.stores import StoreError
 from dataplane.stores.sqlite import SqliteLeaseStore
-from protocols.bindings import Lease
+from protocols.bindings import Lease, Lease6
 
 NOW = 1_700_000_000.0
 
@@ -265,3 +265,42 @@ def test_locked_too_long_is_store_error(tmp_path):
         holder.close()
     assert store.commit([lease(1, 10)], NOW) == [lease(1, 10)]  # fine once released
     store.close()
+
+
+# --- DHCPv6 leases, keyed by (DUID, IAID) ----------------------------------------------------
+
+
+def ip6(n: int) -> bytes:
+    return bytes.fromhex("fd00001002500000000000000000") + n.to_bytes(2, "big")
+
+
+def lease6(duid: int, iaid: int, a: int, node: str = "node-a") -> Lease6:
+    return Lease6(b"\x00\x03\x00\x01" + mac(duid), iaid, ip6(a), 64, node, mac(duid))
+
+
+def test_lease6_commit_load_and_keep_first_address(make_store):
+    store = make_store()
+    assert store.commit([lease6(1, 1, 0x100), lease6(1, 2, 0x101)], NOW) == [
+        lease6(1, 1, 0x100),
+        lease6(1, 2, 0x101),  # another IAID of the same client is another lease
+    ]
+    # The same DUID and IAID asking again keeps its first address.
+    again = store.commit([lease6(1, 1, 0x1FF)], NOW + 1)
+    assert again == [lease6(1, 1, 0x100)]
+    # An address held by another client is refused.
+    assert store.commit([lease6(2, 1, 0x100)], NOW) == [None]
+    reopened = make_store()  # the same file: what a restarted lmdp reads
+    loaded = [item for item in reopened.load() if isinstance(item, Lease6)]
+    assert sorted(loaded, key=lambda x: x.ipv6) == [lease6(1, 1, 0x100), lease6(1, 2, 0x101)]
+    rows = reopened.all_leases()
+    assert [r["ipv6"] for r in rows] == ["fd00:10:250::100/64", "fd00:10:250::101/64"]
+    assert rows[0]["mac"] == "0a:58:00:00:00:01" and rows[0]["iaid"] == 1
+
+
+def test_mixed_batch_is_one_transaction(make_store):
+    store = make_store()
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    out = store.commit([lease(1, 10), lease6(1, 1, 0x100), lease(2, 11)], NOW)
+    assert [type(x).__name__ for x in out] == ["Lease", "Lease6", "Lease"]
+    assert sum(s.startswith("COMMIT") for s in statements) == 1
