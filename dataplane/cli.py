@@ -247,6 +247,10 @@ def cmd_announce(args) -> int:
 
 def cmd_lab(args) -> int:
     if args.simple:
+        if args.router_mode != "link-local":
+            return _fail(
+                "lab demo: --router-mode subnet is a migration demo, not --simple", EXIT_USAGE
+            )
         from .lab import run_demo
 
         return run_demo(client=args.client, keep=args.keep)
@@ -257,7 +261,11 @@ def cmd_lab(args) -> int:
     if args.hops < 1:
         return _fail("lab demo: --hops must be at least 1", EXIT_USAGE)
     return run_migration_demo(
-        client=args.client, keep=args.keep, hops=args.hops, announce=not args.no_announce
+        client=args.client,
+        keep=args.keep,
+        hops=args.hops,
+        announce=not args.no_announce,
+        router_mode=args.router_mode,
     )
 
 
@@ -314,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-announce",
         action="store_true",
         help="turn lmdp's announcements off (announce.rounds_ms: []) to compare downtimes",
+    )
+    d.add_argument(
+        "--router-mode",
+        choices=["link-local", "subnet"],
+        default="link-local",
+        help="link-local: router 169.254.1.1 at one gateway MAC everywhere (default); "
+        "subnet: router 10.244.2.1 at a different gateway MAC per node, as current "
+        "OVN-Kubernetes, measuring the VM's outage toward its gateway after each hop",
     )
     d.add_argument(
         "--simple",

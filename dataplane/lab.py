@@ -296,6 +296,154 @@ def resolve_gateway(lab: Lab, ns: str, gateway: str = "169.254.1.1") -> str:
         return lab.exec(ns, "ip", "neigh", "show", gateway)
 
 
+# -- real DHCPv6 clients ---------------------------------------------------------------------
+
+# dhclient -6: `timeout` bounds a `-1` run that gets no answer (its default is 60 s).
+DHCLIENT6_CONF = """\
+timeout {timeout};
+request dhcp6.name-servers, dhcp6.domain-search;
+"""
+
+# lmdp sends no RA by default (as OVN), so nothing would ever set the M flag that starts
+# dhcpcd's DHCPv6: `noipv6rs` with an `ia_na` makes it solicit an address at once.
+DHCPCD6_CONF = """\
+# lmdp lab: DHCPv6 only, an address at once, no router solicitation
+ipv6only
+noipv6rs
+ia_na
+option dhcp6_name_servers, dhcp6_domain_search
+"""
+
+# With `ra: true`: dhcpcd solicits a router itself and starts DHCPv6 (IA_NA) on the RA's
+# M flag; it installs the default route from the RA (and turns the kernel's accept_ra off).
+DHCPCD6_RA_CONF = """\
+# lmdp lab: DHCPv6 only, started by the M flag of lmdp's router advertisement
+ipv6only
+option dhcp6_name_servers, dhcp6_domain_search
+"""
+
+
+def prepare_ipv6(lab: Lab, ns: str, ifname: str = "eth0", accept_ra: bool = True) -> None:
+    """Make a VM namespace's IPv6 ready at once: no DAD (so the link-local address a DHCPv6
+    client binds to, and the address it is given, are usable immediately), router
+    solicitations every second at first, and the kernel's RA processing on or off.
+
+    The link is cycled so that its link-local address is made again without DAD; this also
+    makes the kernel send a Router Solicitation (to lmdp if it is running)."""
+    lab.ip(ns, "link", "set", ifname, "down")
+    settings = {
+        "disable_ipv6": 0,
+        "accept_dad": 0,
+        "accept_ra": int(accept_ra),
+        "router_solicitation_delay": 0,
+        "router_solicitation_interval": 1,
+    }
+    lab.exec(ns, "sysctl", "-qw",
+             *(f"net.ipv6.conf.{ifname}.{k}={v}" for k, v in settings.items()))  # fmt: skip
+    lab.ip(ns, "link", "set", ifname, "up")
+    wait_for(lambda: ipv6_addresses(lab, ns, ifname, scope="link"), 5, 0.02,
+             f"a link-local address on {ns} {ifname}")  # fmt: skip
+
+
+def ipv6_addresses(
+    lab: Lab, ns: str, ifname: str = "eth0", scope: str = "global", tentative: bool = False
+) -> list[str]:
+    """`addr/prefixlen` of the interface's IPv6 addresses of `scope` ("global", "link");
+    tentative ones (DAD not done) only with `tentative`."""
+    out = json.loads(lab.exec(ns, "ip", "-j", "-6", "addr", "show", "dev", ifname))
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for link in out
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet6"
+        and a.get("scope") == scope
+        and (tentative or not a.get("tentative"))
+    ]
+
+
+def ipv6_default_routes(lab: Lab, ns: str) -> list[str]:
+    """`via dev` of each IPv6 default route, e.g. ["fe80::1 eth0"]."""
+    routes = json.loads(lab.exec(ns, "ip", "-j", "-6", "route", "show", "default"))
+    return [f"{r.get('gateway', '')} {r.get('dev', '')}" for r in routes]
+
+
+@dataclass
+class Dhcp6Client:
+    """Runs `dhclient -6` or `dhcpcd -6` in a VM namespace (with private lease, DUID and
+    pid files) and stops it afterwards.
+
+    `ra`: dhcpcd waits for a Router Advertisement with the M flag (lmdp's `ra: true`)
+    instead of soliciting at once; dhclient never looks at RAs (the kernel does)."""
+
+    lab: Lab
+    ns: str
+    kind: str  # "dhclient" or "dhcpcd"
+    ifname: str = "eth0"
+    ra: bool = False
+    conf: str | None = None
+    proc: subprocess.Popen | None = None
+
+    def _path(self, name: str) -> Path:
+        return self.lab.workdir / f"{self.ns}-{self.kind}6-{name}"
+
+    @property
+    def lease_file(self) -> Path:
+        return self._path("dhclient.leases")
+
+    def start(self, timeout: float = 20) -> str:
+        """dhclient: run until bound (it forks then; returns its output). dhcpcd: start it
+        in the foreground and return at once (wait for the address)."""
+        if self.kind == "dhclient":
+            conf = self._path("dhclient.conf")
+            conf.write_text(self.conf or DHCLIENT6_CONF.format(timeout=int(timeout)))
+            pidfile = self._path("dhclient.pid")
+            if pidfile not in self.lab.pidfiles:
+                self.lab.pidfiles.append(pidfile)
+            # -1: one try (bounded by `timeout` in the config); the DUID it makes is kept
+            # in the lease file, so it is this VM's own.
+            return self.lab.exec(
+                self.ns, "dhclient", "-6", "-1", "-v", "-cf", str(conf),
+                "-lf", str(self.lease_file), "-pf", str(pidfile), self.ifname,
+                timeout=timeout + 10,
+            )  # fmt: skip
+        if self.kind == "dhcpcd":
+            conf = self._path("dhcpcd.conf")
+            conf.write_text(self.conf or (DHCPCD6_RA_CONF if self.ra else DHCPCD6_CONF))
+            # As VmClient: private /var/lib/dhcpcd (its DUID and leases) and /run/dhcpcd.
+            private = (
+                "for d in /var/lib/dhcpcd /run/dhcpcd; do mkdir -p $d && "
+                'mount -t tmpfs lmdp-lab $d || exit 1; done; exec "$@"'
+            )
+            self.proc = self.lab.popen(
+                self.ns, "sh", "-c", private, "sh", "dhcpcd", "-B", "-6", "-f", str(conf),
+                "-t", str(int(timeout)), self.ifname,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            return ""
+        raise LabError(f"unknown DHCPv6 client {self.kind}")
+
+    def renew(self, timeout: float = 10) -> str:
+        """dhcpcd only: `dhcpcd -N -6` makes it send a RENEW now. (dhclient -6 has no "renew
+        now": give it a short lease, it renews at T1 = half of it.)"""
+        if self.kind == "dhcpcd" and self.proc is not None:
+            return _run(
+                ["nsenter", "-t", str(self.proc.pid), "-m", "-n",
+                 "dhcpcd", "-N", "-6", self.ifname],
+                timeout=timeout,
+            )  # fmt: skip
+        raise LabError(f"renew now is not supported for {self.kind} -6")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc)
+            self.proc = None
+        if self.kind == "dhclient":
+            self.lab.exec(
+                self.ns, "dhclient", "-6", "-x", "-pf", str(self._path("dhclient.pid")),
+                "-lf", str(self.lease_file), self.ifname, check=False,
+            )  # fmt: skip
+
+
 # -- lmdp inside a node namespace -----------------------------------------------------------
 
 

@@ -1,28 +1,49 @@
 """The live-migration lab: a fabric, three nodes with an lmdp each, one VM that moves.
 
 ```
- fabric: br0 (peer host 10.244.2.100) -- to-node-a / to-node-b / to-node-c
-                                              |           |           |
- node-a, node-b, node-c:                  uplink -- br-vm -- vm0 (the VM's port, when here)
-                                                               |
- vm-fedora:                                                  eth0 (0a:58:0a:f4:02:1a)
+ fabric:             br0 (peer host 10.244.2.100) -- to-node-a, to-node-b, to-node-c
+                                                           |  (one veth per node)
+ node-a, -b, -c:          gw -- br-vm -- uplink -----------'
+                          |       |
+ gw-<node> (subnet mode): eth0    vm0    the VM's tap: a migration moves it to the next node
+                                  |
+ wire-fedora (the VM's NIC):     tap -- br-wire -- guest
+                                                     |
+ vm-fedora:                                         eth0 (0a:58:0a:f4:02:1a; never goes down)
 ```
 
 Everything is one L2 segment, so peer <-> VM traffic is bridged: the fabric bridge learns
 which node the VM's MAC is behind, and keeps sending there after the VM has left until
-something from the VM's MAC arrives from its new node. A migration moves the node-side
-veth `vm0` into the next node's namespace and bridge, as a tap moves between hosts; the VM
-namespace keeps its addresses, routes and sockets. Each node's lmdp watches `vm*` only
+something from the VM's MAC arrives from its new node. A migration moves `vm0` (the far end
+of the wire's `tap`, i.e. the VM's tap device) into the next node's namespace and bridge, as
+a tap moves between hosts. The VM's own `eth0` is a veth into the wire namespace, which
+stays put: the VM keeps its carrier, addresses, routes, neighbour cache and sockets, as a
+migrated guest does (moving a veth end drops the carrier of its peer only, and Linux
+flushes a device's neighbour entries on carrier loss). br-wire learns nothing, like a
+wire: the target lmdp's gratuitous ARP from the VM's MAC also floods out of `vm0`, and would
+teach it that the VM is behind `tap`. Each node's lmdp watches `vm*` only
 (never the bridge or the uplink); all three share one SQLite store.
 
-The VM is silent: IPv6 is off in every lab namespace (no DAD, MLD or router solicitations
-when its link comes back), delayed ACKs are off on its route to the peer, and it never sends
-a RARP. What brings its traffic back after a move is the target lmdp's announcement (or,
-with announcements off, the next frame the VM sends, i.e. its DHCP renew).
+Router mode `subnet` (current OVN-Kubernetes): the VM's router is 10.244.2.1 and every node
+has its own gateway MAC. Each node then also has a gateway endpoint, the namespace
+`gw-<node>` (10.244.2.1 with that node's gateway MAC, a UDP echo responder), on port `gw`
+of its br-vm, standing in for OVN's per-node router: it is reachable from the VM only on
+its own node. `gw` and `uplink` are isolated bridge ports (`bridge link set ... isolated
+on`: isolated ports never forward to each other), so frames for node A's gateway MAC that
+the VM sends from node B may cross the fabric but are dropped at node A's bridge, and the
+gateways never reach (nor teach their MACs to) the fabric. The gateway kernels never answer
+ARP (`arp_ignore=8`) and know the VM's MAC statically, so every answer the VM gets about
+10.244.2.1 is lmdp's (its ARP proxy and its post-migration gratuitous ARP). The VM probes
+10.244.2.1 every millisecond; after a move, its neighbour entry still names the source
+node's gateway until lmdp's announcement corrects it, or, with announcements off, until
+Linux gives up on the entry (STALE after 15-45 s, 5 s DELAY, 3 unicast probes, then a
+broadcast request that the target's lmdp answers): the lab stops waiting long before.
 
-The lab's own artefact: moving a veth between namespaces drops and restores the VM's
-carrier, which a migrated guest never sees. It flushes the VM's neighbour cache, and
-dhcpcd would react to it, so dhcpcd runs with `nolink` here.
+The VM is silent toward the peer: IPv6 is off in every lab namespace (no DAD, MLD or router
+solicitations), delayed ACKs are off on its route to the peer, and it never sends a RARP.
+What brings the peer's traffic back after a move is the target lmdp's announcement (or,
+with announcements off, the next frame the VM sends: its DHCP renew, or in router mode
+subnet its probes to the gateway).
 """
 
 from __future__ import annotations
@@ -37,7 +58,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .lab import (
-    DHCPCD_CONF,
     Lab,
     LabError,
     LmdpProcess,
@@ -58,15 +78,28 @@ PEER_IP = "10.244.2.100"
 PEER_MAC = "02:00:0a:f4:02:64"
 GATEWAY_IP = "169.254.1.1"
 GATEWAY_MAC = "0a:58:a9:fe:01:01"
+SUBNET_GATEWAY_IP = "10.244.2.1"  # the router in router mode subnet: the subnet's first host
+ROUTER_MODES = ("link-local", "subnet")
 PORT = "vm0"  # the VM's port: the same name on every node, so `interfaces: ["vm*"]` matches
 BRIDGE = "br-vm"
 UPLINK = "uplink"
+GW_PORT = "gw"  # the node's gateway endpoint on its br-vm (router mode subnet)
+WIRE_BRIDGE = "br-wire"
+WIRE_TAP = "tap"  # the wire's end of the moving veth; `vm0` is the other end
+WIRE_GUEST = "guest"  # the wire's end of the VM's eth0
 NODES = ("node-a", "node-b", "node-c")
 ANNOUNCE_ROUNDS_MS = [0, 50, 200, 450, 800]
 DOWNTIME_LIMIT_MS = 100.0
+# With announcements off in router mode subnet, the VM's stale gateway entry lasts tens of
+# seconds (the kernel's neighbour timers); the demo stops waiting for it here.
+STALE_GATEWAY_BOUND = 3.0
 # The request each client sends when the lab asks it to renew after a hop (VmClient.renew).
 RENEW_STATE = {"dhclient": "INIT-REBOOT", "dhcpcd": "RENEWING"}
-DHCPCD_MIGRATION_CONF = DHCPCD_CONF + "# the lab's carrier blip is not the guest's to see\nnolink\n"
+
+
+def node_gateway_mac(index: int) -> str:
+    """Router mode subnet: a different gateway MAC per node (0a:58:0a:f4:02:0a, 0b, ...)."""
+    return f"0a:58:0a:f4:02:{0x0A + index:02x}"
 
 
 @dataclass
@@ -88,6 +121,14 @@ class HopResult:
     store_node: str | None = None  # where the shared store records the VM afterwards
     store_node_before_renew: str | None = None  # ... once traffic is back, before the renew
     fdb: str = ""  # the served node's bridge entry for the VM's MAC, when replies never resumed
+    carrier_changes: int = 0  # of the VM's eth0 during the hop (a migrated guest sees none)
+    # Router mode subnet: the VM's probes to its gateway, and its neighbour entry for it.
+    gw_outage_ms: float | None = None  # longest VM -> gateway reply gap since the hop began
+    gw_outage_open: bool = False  # replies had not resumed when we stopped waiting
+    gw_neigh_before: str = ""  # `ip neigh show <gateway>` in the VM before the hop
+    gw_mac_before: str | None = None  # the MAC that entry held
+    gw_neigh_after: str = ""  # ... once the hop's outage is over (or we stopped waiting)
+    gw_mac_after: str | None = None  # the MAC that entry holds
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -95,9 +136,29 @@ class HopResult:
         return self.renew_nodes == [self.served_by]
 
     def downtime_text(self) -> str:
-        if self.downtime_ms is None:
-            return "?"
-        return f"{'>=' if self.downtime_open else ''}{self.downtime_ms:.0f}"
+        return _ms_text(self.downtime_ms, self.downtime_open)
+
+    def gw_outage_text(self) -> str:
+        return _ms_text(self.gw_outage_ms, self.gw_outage_open)
+
+
+def _ms_text(ms: float | None, open_: bool) -> str:
+    if ms is None:
+        return "?"
+    return f"{'>=' if open_ else ''}{ms:.0f}"
+
+
+def _longest_gap(status: dict, since: float, clip: bool = False) -> tuple[float | None, bool]:
+    """The longest gap between a prober's replies that ended after `since` (ms), and whether
+    the current gap is still open (then the value is a lower bound). `clip`: count a gap
+    that began before `since` from `since`."""
+    now, last = status.get("t", time.monotonic()), status.get("last_reply")
+    spans = [(start, end) for start, end, _ in status.get("gaps", []) if end > since]
+    open_gap = last is not None and now - last > 0.05
+    if open_gap:
+        spans.append((last, now))
+    gaps = [end - (max(start, since) if clip else start) for start, end in spans]
+    return (max(gaps) * 1000 if gaps else 0.0), open_gap
 
 
 _WARM_CLI = """\
@@ -178,11 +239,25 @@ class MigrationLab:
         nodes: tuple[str, ...] = NODES,
         lease_time: int = 3500,
         announce_mode: str = "warm",
+        router_mode: str = "link-local",
     ):
+        if router_mode not in ROUTER_MODES:
+            raise LabError(f"router mode must be one of {', '.join(ROUTER_MODES)}")
         self.lab = lab
         self.client_kind = client
         self.rounds = ANNOUNCE_ROUNDS_MS if announce_rounds_ms is None else announce_rounds_ms
         self.node_names = nodes
+        self.router_mode = router_mode
+        self.subnet_mode = router_mode == "subnet"
+        # What the VM routes through, and each node's MAC for it (one MAC everywhere in
+        # link-local mode; one per node in subnet mode, as OVN-Kubernetes' node routers).
+        self.gateway_ip = SUBNET_GATEWAY_IP if self.subnet_mode else GATEWAY_IP
+        self.gateway_macs = {
+            node: node_gateway_mac(i) if self.subnet_mode else GATEWAY_MAC
+            for i, node in enumerate(nodes)
+        }
+        self.gw_ns: dict[str, str] = {}  # node name -> its gateway endpoint's namespace
+        self.wire = ""
         self.lease_time = lease_time
         self.announce_mode = announce_mode
         self.warm: dict[str, WarmCli] = {}
@@ -196,6 +271,7 @@ class MigrationLab:
         self.store_path = lab.workdir / "leases.db"
         self.peer_status_path = lab.workdir / "peer.json"
         self.vm_status_path = lab.workdir / "vm.json"
+        self.gw_probe_status_path = lab.workdir / "vm-gateway-probe.json"
         self.traffic: list[subprocess.Popen] = []
         self.hops = 0
 
@@ -234,14 +310,49 @@ class MigrationLab:
             lab.veth(ns, UPLINK, self.fabric, f"to-{node}")
             lab.ip(ns, "link", "set", UPLINK, "master", BRIDGE)
             lab.ip(self.fabric, "link", "set", f"to-{node}", "master", "br0")
+            if self.subnet_mode:
+                self._gateway(node)
+        # The VM's NIC: eth0 is a veth into the wire, whose other port (`tap`) is a veth
+        # whose far end, `vm0`, is what moves between the nodes. The VM's link never drops.
+        self.wire = self._netns(f"wire-{VM_NAME}")
+        self._bridge(self.wire, WIRE_BRIDGE)
         self.vm = self._netns(f"vm-{VM_NAME}")
+        lab.veth(self.wire, WIRE_GUEST, self.vm, "eth0", mac_b=VM_MAC)
+        lab.ip(self.wire, "link", "set", WIRE_GUEST, "master", WIRE_BRIDGE)
         first = self.ns[self.vm_node]
-        lab.veth(first, PORT, self.vm, "eth0", mac_b=VM_MAC)
+        lab.veth(first, PORT, self.wire, WIRE_TAP)
+        lab.ip(self.wire, "link", "set", WIRE_TAP, "master", WIRE_BRIDGE)
+        # A wire, not a switch: what comes in on one port goes out of the other. Learning
+        # would let the target lmdp's gratuitous ARP from the VM's MAC, which its br-vm
+        # floods out of vm0 too, teach br-wire that the VM sits behind `tap`, and drop
+        # the peer's traffic until the VM speaks.
+        for port in (WIRE_GUEST, WIRE_TAP):
+            lab.exec(self.wire, "bridge", "link", "set", "dev", port, "learning", "off")
         lab.ip(first, "link", "set", PORT, "master", BRIDGE)
         return self
 
+    def _gateway(self, node: str) -> None:
+        """The node's router as OVN's: 10.244.2.1 at the node's own gateway MAC, reachable
+        from the VM port of this node only, and never answering ARP itself (lmdp does)."""
+        lab, ns = self.lab, self.ns[node]
+        gw = self._netns(f"gw-{node}")
+        self.gw_ns[node] = gw
+        lab.exec(gw, "sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=8")
+        lab.veth(ns, GW_PORT, gw, "eth0", mac_b=self.gateway_macs[node])
+        lab.ip(gw, "addr", "add", f"{SUBNET_GATEWAY_IP}/24", "dev", "eth0")
+        # OVN's router knows its ports' MACs; so does this one: it never asks.
+        lab.ip(gw, "neigh", "replace", VM_IP, "lladdr", VM_MAC, "dev", "eth0", "nud", "permanent")
+        lab.ip(ns, "link", "set", GW_PORT, "master", BRIDGE)
+        # Isolated ports never forward to each other: the gateway talks to the VM port only,
+        # and nothing from the fabric (another node's VM) ever reaches it.
+        for port in (GW_PORT, UPLINK):
+            lab.exec(ns, "bridge", "link", "set", "dev", port, "isolated", "on")
+
     def write_configs(self) -> None:
         for node in self.node_names:
+            extra = {}
+            if self.subnet_mode:
+                extra["gateway"] = {"router_mode": "subnet", "mac": self.gateway_macs[node]}
             write_config(
                 self.lab.workdir / f"{node}.yaml",
                 node=node,
@@ -250,6 +361,7 @@ class MigrationLab:
                 bindings=[{"name": VM_NAME, "mac": VM_MAC, "ipv4": f"{VM_IP}/24"}],
                 store={"backend": "sqlite", "path": str(self.store_path)},
                 announce={"rounds_ms": list(self.rounds), "via": "auto"},
+                **extra,
             )
 
     def start_lmdp(self, timeout: float = 20) -> None:
@@ -267,8 +379,7 @@ class MigrationLab:
             w.wait_ready(timeout)
 
     def start_client(self, timeout: float = 30) -> list[str]:
-        extra = DHCPCD_MIGRATION_CONF if self.client_kind == "dhcpcd" else None
-        self.client = VmClient(self.lab, self.vm, self.client_kind, conf=extra)
+        self.client = VmClient(self.lab, self.vm, self.client_kind)
         self.client.start()
         addrs = wait_for(lambda: ipv4_addresses(self.lab, self.vm), timeout, what="an address")
         wait_for(lambda: "default via" in self.routes(), 10, what="the VM's routes")
@@ -292,12 +403,27 @@ class MigrationLab:
         )
 
     def start_traffic(self, timeout: float = 10) -> None:
-        """The VM's receiver and echo responder, then the peer's stream and probes."""
+        """The VM's receiver and echo responder, then the peer's stream and probes; in
+        router mode subnet also the gateways' echo responders and the VM's probes to its
+        gateway."""
         self._traffic(self.vm, "vm", "--status", str(self.vm_status_path))
         wait_for(self.vm_status_path.exists, timeout, 0.05, "the VM's traffic responder")
         self._traffic(self.fabric, "peer", "--status", str(self.peer_status_path), "--vm", VM_IP)
+        if self.subnet_mode:
+            echoes = [self.lab.workdir / f"gw-{node}.json" for node in self.gw_ns]
+            for node, status in zip(self.gw_ns, echoes, strict=True):
+                self._traffic(self.gw_ns[node], "echo", "--status", str(status))
+            wait_for(lambda: all(p.exists() for p in echoes), timeout, 0.05, "the gateways")
+            self._traffic(
+                self.vm, "probe", "--status", str(self.gw_probe_status_path),
+                "--target", self.gateway_ip,
+            )  # fmt: skip
         wait_for(
-            lambda: self.vm_status().get("bytes", 0) > 0 and self.peer_status().get("replies"),
+            lambda: (
+                self.vm_status().get("bytes", 0) > 0
+                and self.peer_status().get("replies")
+                and (not self.subnet_mode or self.gw_probe_status().get("replies"))
+            ),
             timeout,
             0.05,
             "the TCP stream and the probes to flow",
@@ -327,6 +453,27 @@ class MigrationLab:
     def vm_status(self) -> dict:
         return self._read(self.vm_status_path)
 
+    def gw_probe_status(self) -> dict:
+        return self._read(self.gw_probe_status_path)
+
+    def gateway_neigh(self) -> str:
+        """The VM's neighbour entry for its gateway, as `ip neigh` shows it."""
+        return self.lab.exec(self.vm, "ip", "neigh", "show", self.gateway_ip, "dev", "eth0")
+
+    def gateway_mac_in_cache(self) -> str | None:
+        out = self.lab.exec(self.vm, "ip", "-j", "neigh", "show", self.gateway_ip, "dev", "eth0")
+        entries = json.loads(out or "[]")
+        return entries[0].get("lladdr") if entries else None
+
+    def gateway_owner(self, mac: str | None) -> str | None:
+        """Which node's gateway `mac` is (in link-local mode: every node's)."""
+        owners = [node for node, m in self.gateway_macs.items() if m == mac]
+        return owners[0] if len(owners) == 1 else None
+
+    def carrier_changes(self) -> int:
+        """How often the VM's eth0 lost or regained its carrier so far."""
+        return int(self.lab.exec(self.vm, "cat", "/sys/class/net/eth0/carrier_changes"))
+
     def routes(self) -> str:
         return self.lab.exec(self.vm, "ip", "-4", "route")
 
@@ -342,7 +489,7 @@ class MigrationLab:
         }
 
     def resolve_gateway(self) -> str:
-        return resolve_gateway(self.lab, self.vm, GATEWAY_IP)
+        return resolve_gateway(self.lab, self.vm, self.gateway_ip)
 
     def arrivals(self, node: str, trigger: str) -> float:
         return self.lmdp[node].metric("lmdp_vm_arrivals_total", trigger=trigger)
@@ -372,15 +519,14 @@ class MigrationLab:
         return (*conns[0]["peer"], conns[0]["local"][1])
 
     def downtime(self, since: float) -> tuple[float | None, bool]:
-        """The longest gap between probe replies that ended after `since` (ms), and whether
-        the current gap is still open (then the value is a lower bound)."""
-        st = self.peer_status()
-        now, last = st.get("t", time.monotonic()), st.get("last_reply")
-        gaps = [end - start for start, end, _ in st.get("gaps", []) if end > since]
-        open_gap = last is not None and now - last > 0.05
-        if open_gap:
-            gaps.append(now - last)
-        return (max(gaps) * 1000 if gaps else 0.0), open_gap
+        """The longest gap between the peer's probe replies that ended after `since` (ms),
+        and whether the current gap is still open (then the value is a lower bound)."""
+        return _longest_gap(self.peer_status(), since)
+
+    def gateway_outage(self, since: float) -> tuple[float | None, bool]:
+        """The same for the VM's probes to its gateway, counted from `since` at the
+        earliest: a hop's outage is not the one an earlier hop left open."""
+        return _longest_gap(self.gw_probe_status(), since, clip=True)
 
     # -- actions -----------------------------------------------------------------------
 
@@ -449,6 +595,10 @@ class MigrationLab:
         r = HopResult(self.hops, source, target, served_by=source if fail else target)
         routes_before, conn_before = self.routes(), self.tcp_connection()
         bytes_before = self.vm_status().get("bytes", 0)
+        carrier_before = self.carrier_changes()
+        if self.subnet_mode:
+            r.gw_neigh_before = self.gateway_neigh()
+            r.gw_mac_before = self.gateway_mac_in_cache()
         t0 = time.monotonic()
         if fail:
             # The port leaves the source but never comes up on the target (left down and
@@ -473,10 +623,14 @@ class MigrationLab:
             except LabError as e:
                 r.errors.append(f"announce: {e}")
 
-        def replies_resumed() -> bool:
-            st = self.peer_status()
+        def resumed(st: dict) -> bool:
             return (st.get("last_reply") or 0) > t_moved and any(
                 end > t_moved for _, end, _ in st.get("gaps", [])
+            )
+
+        def replies_resumed() -> bool:
+            return resumed(self.peer_status()) and (
+                not self.subnet_mode or resumed(self.gw_probe_status())
             )
 
         try:
@@ -486,6 +640,10 @@ class MigrationLab:
         r.downtime_ms, r.downtime_open = self.downtime(t0)
         if r.downtime_open:
             r.fdb = self.fdb(r.served_by)
+        if self.subnet_mode:
+            r.gw_outage_ms, r.gw_outage_open = self.gateway_outage(t0)
+            r.gw_neigh_after = self.gateway_neigh()
+            r.gw_mac_after = self.gateway_mac_in_cache()
         r.store_node_before_renew = self.store_node()
         # The renew: a real DHCP client asks again; the node now serving must ACK it.
         # (Counted from here: lmdp forgets a port's counters when the port leaves it.)
@@ -519,6 +677,7 @@ class MigrationLab:
             and self.vm_status().get("bytes", 0) > flowing_from
         )
         r.store_node = self.store_node()
+        r.carrier_changes = self.carrier_changes() - carrier_before
         return r
 
 
@@ -530,32 +689,55 @@ def _section(title: str, body: str) -> None:
     print(body.rstrip() or "(empty)")
 
 
-def hop_table(hops: list[HopResult]) -> str:
-    rows = [("hop", "node", "TCP same conn", "KiB in hop", "downtime ms", "renew")]
+def _renew_text(h: HopResult) -> str:
+    if h.renew_nodes:
+        return f"ACK by {','.join(h.renew_nodes)}, {' '.join(h.addresses)}"
+    return f"no ACK, {' '.join(h.addresses) or 'no address'}"
+
+
+def _gateway_text(h: HopResult, gateway_macs: dict[str, str]) -> str:
+    """The VM's gateway MAC after the hop, and whose it is."""
+    owners = [n for n, m in gateway_macs.items() if m == h.gw_mac_after]
+    if h.gw_mac_after is None:
+        return "no entry"
+    return f"{h.gw_mac_after} ({owners[0]}'s)" if len(owners) == 1 else h.gw_mac_after
+
+
+def _stale_note(h: HopResult, gateway_macs: dict[str, str]) -> str:
+    owners = [n for n, m in gateway_macs.items() if m == h.gw_mac_after]
+    if h.gw_outage_open and owners and owners[0] != h.served_by:
+        return f" (stale neighbour entry still points at {owners[0]}'s gateway)"
+    return ""
+
+
+def hop_table(hops: list[HopResult], gateway_macs: dict[str, str] | None = None) -> str:
+    """One row per hop; with `gateway_macs` (router mode subnet) the VM's gateway entry and
+    its outage toward the gateway come first."""
+    if gateway_macs is None:
+        rows = [("hop", "node", "TCP same conn", "KiB in hop", "downtime ms", "renew")]
+    else:
+        rows = [
+            ("hop", "node", "VM's gateway MAC after", "VM->gateway outage ms",
+             "peer->VM ms", "TCP same conn", "renew"),
+        ]  # fmt: skip
     for h in hops:
         arrow = f"{h.source} -> {h.target}" + (" (failed)" if h.served_by == h.source else "")
-        renew = (
-            f"ACK by {','.join(h.renew_nodes)}, {' '.join(h.addresses)}"
-            if h.renew_nodes
-            else f"no ACK, {' '.join(h.addresses) or 'no address'}"
-        )
-        rows.append(
-            (
-                str(h.hop),
-                arrow,
-                "yes" if h.tcp_same else "NO",
-                f"{h.tcp_bytes / 1024:.0f}",
-                h.downtime_text(),
-                renew,
-            )
-        )
+        tcp = "yes" if h.tcp_same else "NO"
+        if gateway_macs is None:
+            row = (tcp, f"{h.tcp_bytes / 1024:.0f}", h.downtime_text())
+        else:
+            row = (_gateway_text(h, gateway_macs), h.gw_outage_text(), h.downtime_text(), tcp)
+        rows.append((str(h.hop), arrow, *row, _renew_text(h)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
 
 
-def hop_checks(h: HopResult, announcing: bool) -> list[tuple[str, bool, str]]:
+def hop_checks(
+    h: HopResult, announcing: bool, gateway_macs: dict[str, str] | None = None
+) -> list[tuple[str, bool, str]]:
+    """What must hold after a hop; `gateway_macs`: router mode subnet, one MAC per node."""
     label = f"hop {h.hop} {h.source} -> {h.target}"
     checks = [
         (f"{label}: same TCP connection, still flowing", h.tcp_same, f"{h.tcp_bytes} B"),
@@ -566,6 +748,11 @@ def hop_checks(h: HopResult, announcing: bool) -> list[tuple[str, bool, str]]:
         ),
         (f"{label}: address {VM_IP}/24", h.addresses == [f"{VM_IP}/24"], " ".join(h.addresses)),
         (f"{label}: routes unchanged", h.routes_same, ""),
+        (
+            f"{label}: the VM's link stayed up",
+            h.carrier_changes == 0,
+            f"{h.carrier_changes} carrier changes" if h.carrier_changes else "",
+        ),
     ]
     if announcing and h.served_by == h.target:
         checks.append(
@@ -578,6 +765,32 @@ def hop_checks(h: HopResult, announcing: bool) -> list[tuple[str, bool, str]]:
                 + (f"; {h.served_by} br-vm: {h.fdb or 'no entry'}" if h.downtime_open else ""),
             )
         )
+    if gateway_macs is not None:
+        served_mac = gateway_macs[h.served_by]
+        if announcing and h.served_by == h.target:
+            checks += [
+                (
+                    f"{label}: the VM's gateway entry is {h.served_by}'s ({served_mac})",
+                    h.gw_mac_after == served_mac,
+                    h.gw_neigh_after.strip(),
+                ),
+                (
+                    f"{label}: VM -> gateway outage <= {DOWNTIME_LIMIT_MS:.0f} ms",
+                    h.gw_outage_ms is not None
+                    and not h.gw_outage_open
+                    and h.gw_outage_ms <= DOWNTIME_LIMIT_MS,
+                    f"{h.gw_outage_text()} ms",
+                ),
+            ]
+        elif h.gw_mac_after != served_mac:
+            # The lab's per-node routers: another node's gateway MAC must not work here.
+            checks.append(
+                (
+                    f"{label}: the stale gateway entry black-holes the VM's routed traffic",
+                    h.gw_outage_open,
+                    f"{_gateway_text(h, gateway_macs)}, outage {h.gw_outage_text()} ms",
+                )
+            )
     if h.errors:
         checks.append((f"{label}: no errors", False, "; ".join(h.errors)))
     return checks
@@ -589,8 +802,36 @@ def pick_client(client: str) -> str:
     return client if client_available(client) else ""
 
 
+def _print_hop(ml: MigrationLab, h: HopResult) -> None:
+    how = (
+        f"renew ACK by {','.join(h.renew_nodes) or 'nobody'} (port moved in {h.move_ms:.0f} ms"
+        + (f", lmdp announce took {h.announce_ms:.0f} ms)" if h.announce_ms else ")")
+    )
+    if not ml.subnet_mode:
+        print(f"hop {h.hop}: {h.source} -> {h.target}: downtime {h.downtime_text()} ms, {how}")
+        return
+    print(f"hop {h.hop}: {h.source} -> {h.target}")
+    for when, neigh, mac in (
+        ("before", h.gw_neigh_before, h.gw_mac_before),
+        ("after: ", h.gw_neigh_after, h.gw_mac_after),
+    ):
+        owner = ml.gateway_owner(mac)
+        print(
+            f"  VM's ip neigh {when} {neigh.strip() or '(none)'}"
+            + (f"  ({owner}'s gateway)" if owner else "")
+        )
+    print(
+        f"  VM -> gateway outage {h.gw_outage_text()} ms{_stale_note(h, ml.gateway_macs)}; "
+        f"peer -> VM downtime {h.downtime_text()} ms; {how}"
+    )
+
+
 def run_migration_demo(
-    client: str = "auto", keep: bool = False, hops: int = 3, announce: bool = True
+    client: str = "auto",
+    keep: bool = False,
+    hops: int = 3,
+    announce: bool = True,
+    router_mode: str = "link-local",
 ) -> int:
     if os.geteuid() != 0:
         print("lmdp: the lab needs root (network namespaces)", file=sys.stderr)
@@ -607,12 +848,25 @@ def run_migration_demo(
     results: list[HopResult] = []
     lab = Lab()
     try:
-        ml = MigrationLab(lab, client=kind, announce_rounds_ms=None if announce else [])
+        ml = MigrationLab(
+            lab,
+            client=kind,
+            announce_rounds_ms=None if announce else [],
+            router_mode=router_mode,
+        )
+        subnet = ml.subnet_mode
+        macs = ml.gateway_macs if subnet else None
         ml.build()
+        gateways = (
+            f"gateway {SUBNET_GATEWAY_IP} at "
+            + " / ".join(f"{mac} on {n}" for n, mac in ml.gateway_macs.items())
+            if subnet
+            else f"gateway {GATEWAY_IP} at {GATEWAY_MAC} everywhere"
+        )
         print(
             f"lab {lab.prefix}: fabric (peer {PEER_IP}), {', '.join(NODES)} (br-vm, lmdp on "
-            f"{PORT}), VM {VM_NAME} {VM_MAC} on {ml.vm_node}; announcements "
-            + (f"at {ml.rounds} ms" if announce else "off")
+            f"{PORT}), VM {VM_NAME} {VM_MAC} on {ml.vm_node}; router mode {router_mode}, "
+            f"{gateways}; announcements " + (f"at {ml.rounds} ms" if announce else "off")
         )
         ml.start_lmdp()
         ml.start_client()
@@ -623,42 +877,45 @@ def run_migration_demo(
         print(
             f"{kind} bound {' '.join(ml.addresses())} on {ml.vm_node}; TCP stream "
             f"{PEER_IP}:{conn[1] if conn else '?'} -> {VM_IP}:{conn[2] if conn else '?'} "
-            f"and 1 ms UDP probes running; after each hop the client renews "
-            f"({RENEW_STATE[kind]} REQUEST)"
+            f"and 1 ms UDP probes running"
+            + (f", and the VM probes its gateway {SUBNET_GATEWAY_IP} every 1 ms" if subnet else "")
+            + f"; after each hop the client renews ({RENEW_STATE[kind]} REQUEST)"
         )
         for title, body in before.items():
             _section(f"{title} (VM, before)", body)
         print(f"({PEER_IP} ... quickack 1 is the lab's: no delayed ACK may speak for the VM)")
         route = [NODES[(i + 1) % len(NODES)] for i in range(hops)]
+        # With announcements off in subnet mode the stale entry lasts tens of seconds.
+        bound = STALE_GATEWAY_BOUND if subnet and not announce else 2.0
         print()
         for target in route:
-            h = ml.migrate(target)
+            h = ml.migrate(target, bound=bound)
             results.append(h)
-            print(
-                f"hop {h.hop}: {h.source} -> {h.target}: downtime {h.downtime_text()} ms, "
-                f"renew ACK by {','.join(h.renew_nodes) or 'nobody'} (port moved in "
-                f"{h.move_ms:.0f} ms"
-                + (f", lmdp announce took {h.announce_ms:.0f} ms)" if h.announce_ms else ")")
-            )
-            checks += hop_checks(h, ml.announcing)
+            _print_hop(ml, h)
+            checks += hop_checks(h, ml.announcing, macs)
         neigh = ml.resolve_gateway()
         after = ml.snapshot()
         for title, body in after.items():
             _section(f"{title} (VM, after {hops} hops)", body)
-        _section("hops", hop_table(results))
+        _section("hops", hop_table(results, macs))
         checks += [
             (
                 "address and routes as before",
                 before["ip route"] == after["ip route"] and ml.addresses() == [f"{VM_IP}/24"],
                 "",
             ),
-            (
-                f"neighbour {GATEWAY_IP} is {GATEWAY_MAC}",
-                f"lladdr {GATEWAY_MAC}" in neigh,
-                neigh.strip(),
-            ),
             ("one TCP connection throughout", ml.tcp_connection() == conn, ""),
         ]
+        if announce:
+            mac = ml.gateway_macs[ml.vm_node]
+            checks.append(
+                (
+                    f"neighbour {ml.gateway_ip} is {mac}"
+                    + (f" ({ml.vm_node}'s gateway)" if subnet else ""),
+                    f"lladdr {mac}" in neigh,
+                    neigh.strip(),
+                )
+            )
         # What the hops' warm `lmdp announce` calls did not pay: the command's start-up.
         cold = ml.announce(ml.vm_node, mode="cold")
         print(
@@ -667,6 +924,26 @@ def run_migration_demo(
             f"a fresh `lmdp announce` takes {cold:.0f} ms, which a silent VM's downtime "
             "would include."
         )
+        if not subnet:
+            print(
+                "Router mode subnet with a gateway MAC per node (current OVN-Kubernetes), "
+                "where the gateway announcement ends the stale-neighbour outage: "
+                "`lmdp lab demo --router-mode subnet [--no-announce]`."
+            )
+        elif announce:
+            print(
+                f"Each hop's gratuitous ARP for {SUBNET_GATEWAY_IP} from the target's lmdp "
+                "replaced the VM's gateway entry at once. With --no-announce the entry keeps "
+                "the source node's MAC, which no other node answers."
+            )
+        else:
+            print(
+                f"Without announcements the VM kept the source node's MAC for "
+                f"{SUBNET_GATEWAY_IP}, which no other node answers; Linux gives the entry up "
+                "only after its neighbour timers run (STALE after 15-45 s, DELAY 5 s, 3 "
+                "unicast probes, then a broadcast request): the outage reported against "
+                f"OVN-Kubernetes. The lab stopped waiting after {STALE_GATEWAY_BOUND:.0f} s."
+            )
         ml.stop_traffic()
     except (LabError, subprocess.SubprocessError, OSError) as e:
         print(f"lmdp: demo failed: {e}", file=sys.stderr)

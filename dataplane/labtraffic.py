@@ -1,7 +1,9 @@
-"""Traffic for the migration lab: one TCP stream and 1 ms UDP probes from a peer to a VM.
+"""Traffic for the migration lab: one TCP stream and 1 ms UDP probes from a peer to a VM,
+and (router mode subnet) 1 ms UDP probes from the VM to its gateway.
 
-Two roles, each run inside its namespace with the lab's interpreter
-(`python -m dataplane.labtraffic vm|peer ...`); stdlib only, one thread, no busy waiting:
+Four roles, each run inside its namespace with the lab's interpreter
+(`python -m dataplane.labtraffic vm|peer|echo|probe ...`); stdlib only, one thread, no busy
+waiting:
 
 - `vm`: accepts TCP connections and counts the bytes received, and echoes every UDP
   datagram back to its sender. It never sends anything on its own, so a VM whose incoming
@@ -9,6 +11,8 @@ Two roles, each run inside its namespace with the lab's interpreter
 - `peer`: connects once and writes a chunk every tick (never reconnecting: a broken stream
   is reported, not repaired), and sends one numbered UDP probe every tick, recording every
   gap between consecutive replies longer than `--gap-ms`.
+- `echo`: `vm` without the TCP listener (a node's gateway answering the VM's probes).
+- `probe`: `peer` without the TCP stream (the VM probing its gateway).
 
 Each writes its state as JSON to `--status` (atomically, every 20 ms and when it stops),
 with times from `time.monotonic()`, which every namespace shares with the orchestrator.
@@ -62,14 +66,15 @@ def _stopper() -> list[bool]:
 def run_vm(args) -> None:
     stop = _stopper()
     status = Status(args.status)
-    listener = socket.create_server(("0.0.0.0", args.tcp_port))
-    listener.setblocking(False)
     echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     echo.bind(("0.0.0.0", args.udp_port))
     echo.setblocking(False)
     sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ, "accept")
     sel.register(echo, selectors.EVENT_READ, "echo")
+    if args.role == "vm":
+        listener = socket.create_server(("0.0.0.0", args.tcp_port))
+        listener.setblocking(False)
+        sel.register(listener, selectors.EVENT_READ, "accept")
     state = {"connections": [], "bytes": 0, "last_recv": None, "eof": False, "echoed": 0}
     conns: dict[int, int] = {}  # fd -> index in state["connections"]
     while not stop[0]:
@@ -140,17 +145,13 @@ def run_peer(args) -> None:
     interval = args.interval_ms / 1000
     gap_min = args.gap_ms / 1000
     chunk = b"\x5a" * args.chunk
-    tcp = _connect((args.vm, args.tcp_port), args.connect_timeout)
-    tcp.setblocking(False)
-    tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.connect((args.vm, args.udp_port))
     udp.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(udp, selectors.EVENT_READ, "udp")
-    sel.register(tcp, selectors.EVENT_READ, "tcp")
     state = {
-        "tcp": {"local": list(tcp.getsockname()), "peer": list(tcp.getpeername()), "sent": 0},
+        "tcp": {},
         "probes": 0,
         "replies": 0,
         "first_reply": None,
@@ -158,7 +159,17 @@ def run_peer(args) -> None:
         "gaps": [],  # [last reply before, first reply after, probes sent in between]
         "max_send_gap": 0.0,  # our own scheduling stalls, to judge the measurement
     }
-    tcp_ok = True
+    tcp_ok = args.role == "peer"
+    if tcp_ok:
+        tcp = _connect((args.vm, args.tcp_port), args.connect_timeout)
+        tcp.setblocking(False)
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sel.register(tcp, selectors.EVENT_READ, "tcp")
+        state["tcp"] = {
+            "local": list(tcp.getsockname()),
+            "peer": list(tcp.getpeername()),
+            "sent": 0,
+        }
     seq = 0
     last_seq_reply = 0
     next_tick = time.monotonic()
@@ -231,19 +242,22 @@ def run_peer(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="labtraffic", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="role", required=True)
-    vm = sub.add_parser("vm")
-    peer = sub.add_parser("peer")
-    for s in (vm, peer):
+    roles = {name: sub.add_parser(name) for name in ("vm", "peer", "echo", "probe")}
+    for s in roles.values():
         s.add_argument("--status", required=True)
         s.add_argument("--tcp-port", type=int, default=5001)
         s.add_argument("--udp-port", type=int, default=5002)
-    peer.add_argument("--vm", required=True, help="the VM's IPv4 address")
-    peer.add_argument("--interval-ms", type=float, default=1.0)
-    peer.add_argument("--chunk", type=int, default=1024, help="TCP bytes per tick")
-    peer.add_argument("--gap-ms", type=float, default=3.0, help="shortest reply gap recorded")
-    peer.add_argument("--connect-timeout", type=float, default=10.0)
+    for name in ("peer", "probe"):
+        s = roles[name]
+        s.add_argument(
+            "--vm", "--target", dest="vm", required=True, help="the IPv4 address to probe"
+        )
+        s.add_argument("--interval-ms", type=float, default=1.0)
+        s.add_argument("--chunk", type=int, default=1024, help="TCP bytes per tick")
+        s.add_argument("--gap-ms", type=float, default=3.0, help="shortest reply gap recorded")
+        s.add_argument("--connect-timeout", type=float, default=10.0)
     args = p.parse_args(argv)
-    (run_vm if args.role == "vm" else run_peer)(args)
+    (run_vm if args.role in ("vm", "echo") else run_peer)(args)
 
 
 if __name__ == "__main__":

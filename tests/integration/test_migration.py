@@ -4,7 +4,12 @@ moves between three nodes, each with its own lmdp, all sharing one SQLite store.
 The VM is silent (no IPv6, no delayed ACKs, and no RARP unless a test sends QEMU's): after
 a move, only lmdp's announcement (triggered by `lmdp announce`, as a migration controller
 calls it) or the VM's next DHCP request tells the network where it went. Downtime is the
-longest gap between replies to the peer's 1 ms UDP probes.
+longest gap between replies to the peer's 1 ms UDP probes. The VM's own link never goes
+down: only its tap (`vm0`) moves between the nodes.
+
+Router mode subnet (current OVN-Kubernetes) gives every node its own gateway MAC for
+10.244.2.1 and a gateway that only its own node reaches; the VM probes it every 1 ms, and
+its outage is the longest gap between those replies.
 """
 
 from __future__ import annotations
@@ -15,12 +20,20 @@ import sys
 
 import pytest
 
-from dataplane.labmigration import DOWNTIME_LIMIT_MS, GATEWAY_IP, VM_IP, MigrationLab
+from dataplane.labmigration import (
+    DOWNTIME_LIMIT_MS,
+    GATEWAY_IP,
+    SUBNET_GATEWAY_IP,
+    VM_IP,
+    MigrationLab,
+)
 
 from .conftest import require
 
 # With announcements off nothing restores the path until the VM speaks; stop waiting here.
 SILENT_BOUND = 2.0
+# ... and in router mode subnet nothing corrects the VM's gateway entry for tens of seconds.
+STALE_BOUND = 1.5
 
 
 @pytest.fixture
@@ -59,6 +72,7 @@ def test_three_hops_keep_address_routes_and_tcp_connection(migration_lab):
         assert h.addresses == [f"{VM_IP}/24"]
         assert h.routes_same
         assert h.store_node == target
+        assert h.carrier_changes == 0, "the VM's own link went down: only its tap moves"
         assert not h.downtime_open and h.downtime_ms <= DOWNTIME_LIMIT_MS, (
             f"hop {h.hop} {h.source} -> {target}: downtime {h.downtime_text()} ms; "
             f"{target}'s bridge forwards the VM's MAC to: {h.fdb or 'nowhere (floods)'}"
@@ -107,6 +121,38 @@ def test_failed_migration_leaves_vm_served_by_source(migration_lab):
     assert h.renew_nodes == ["node-b"] and h.tcp_same and h.store_node == "node-b"
 
 
+def test_subnet_mode_gateway_announcement_corrects_the_vms_gateway_entry(migration_lab):
+    ml = migration_lab(router_mode="subnet")
+    macs = ml.gateway_macs
+    assert f"default via {SUBNET_GATEWAY_IP} dev eth0" in ml.routes()
+    # The VM learnt node-a's gateway MAC from lmdp's ARP proxy (the gateway never answers).
+    assert ml.gateway_mac_in_cache() == macs["node-a"]
+    assert ml.lmdp["node-a"].metric("lmdp_replies_sent_total", type="arp_reply") >= 1
+    for target in ("node-b", "node-c"):
+        h = ml.migrate(target)
+        assert h.gw_mac_before != macs[target]
+        assert h.gw_mac_after == macs[target], f"hop {h.hop}: {h.gw_neigh_after}"
+        assert not h.gw_outage_open and h.gw_outage_ms <= DOWNTIME_LIMIT_MS, (
+            f"hop {h.hop} to {target}: VM -> gateway outage {h.gw_outage_text()} ms"
+        )
+        assert h.carrier_changes == 0
+        assert h.renew_nodes == [target] and h.tcp_same and not h.errors, h
+        assert h.routes_same
+
+
+def test_subnet_mode_without_announcements_the_stale_gateway_entry_black_holes(migration_lab):
+    """The outage reported against OVN-Kubernetes: the VM keeps node-a's gateway MAC, which
+    node-b does not answer, until the kernel gives the entry up (long after we stop)."""
+    ml = migration_lab(router_mode="subnet", announce_rounds_ms=[])
+    h = ml.migrate("node-b", bound=STALE_BOUND)
+    assert h.gw_mac_after == ml.gateway_macs["node-a"], h.gw_neigh_after
+    assert h.gw_outage_open and h.gw_outage_ms >= 1000, h
+    assert ml.lmdp["node-b"].metric("lmdp_announce_rounds_total") == 0
+    # Everything else survives the hop: the address, the lease renewal, the peer's stream.
+    assert h.renew_nodes == ["node-b"] and h.addresses == [f"{VM_IP}/24"]
+    assert h.tcp_same and h.carrier_changes == 0
+
+
 def lmdp(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dataplane.cli", *args],
@@ -130,8 +176,21 @@ def test_lab_demo_migrates_reports_and_tears_down():
     assert prefix.group(1) not in left
 
 
+def test_lab_demo_subnet_mode_reports_the_gateway_entry_per_hop():
+    require("dhclient", "bridge")
+    p = lmdp("lab", "demo", "--router-mode", "subnet", "--hops", "1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    # Before and after the hop, the VM's entry for the router names node-a's then node-b's.
+    assert re.search(r"before 10\.244\.2\.1 .*lladdr 0a:58:0a:f4:02:0a .*\(node-a's", p.stdout)
+    assert re.search(r"after: +10\.244\.2\.1 .*lladdr 0a:58:0a:f4:02:0b .*\(node-b's", p.stdout)
+    row = re.search(r"^1 +node-a -> node-b +0a:58:0a:f4:02:0b \(node-b's\) +(\d+) ", p.stdout, re.M)
+    assert row and int(row.group(1)) <= DOWNTIME_LIMIT_MS, p.stdout
+
+
 def test_lab_demo_usage_errors_are_one_line():
     p = lmdp("lab", "demo", "--client", "udhcpc")
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "dhclient or dhcpcd" in p.stderr
     assert lmdp("lab", "demo", "--hops", "0").returncode == 2
+    p = lmdp("lab", "demo", "--simple", "--router-mode", "subnet")
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
