@@ -322,12 +322,10 @@ class MigrationLab:
         first = self.ns[self.vm_node]
         lab.veth(first, PORT, self.wire, WIRE_TAP)
         lab.ip(self.wire, "link", "set", WIRE_TAP, "master", WIRE_BRIDGE)
-        # A wire, not a switch: what comes in on one port goes out of the other. Learning
-        # would let the target lmdp's gratuitous ARP from the VM's MAC, which its br-vm
-        # floods out of vm0 too, teach br-wire that the VM sits behind `tap`, and drop
-        # the peer's traffic until the VM speaks.
-        for port in (WIRE_GUEST, WIRE_TAP):
-            lab.exec(self.wire, "bridge", "link", "set", "dev", port, "learning", "off")
+        # br-wire learns, like KubeVirt's in-pod bridge (k6t-eth0): an announcement for
+        # the VM that came back down vm0 would teach it the VM is behind `tap` and cut
+        # the VM off until it speaks; lmdp announces on the uplinks only, and the
+        # migration tests would catch it if that changed.
         lab.ip(first, "link", "set", PORT, "master", BRIDGE)
         return self
 

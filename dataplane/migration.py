@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lmdp.migration")
 
-__all__ = ["Migration", "RECHECK", "bridge_of"]
+__all__ = ["Migration", "RECHECK", "bridge_of", "bridge_ports"]
 
 RECHECK = 5.0  # seconds between store look-ups for a VM that keeps talking here
 CHECK_QUEUE = 1024  # arrival checks waiting for the store; more are retried on a later frame
@@ -44,6 +44,14 @@ def bridge_of(ifname: str) -> str | None:
         return os.path.basename(os.readlink(f"/sys/class/net/{ifname}/master"))
     except OSError:
         return None
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    """The ports enslaved to `bridge`."""
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
+    except OSError:
+        return []
 
 
 @dataclass(slots=True)
@@ -91,6 +99,10 @@ class Migration:
             del self.here[mac]
 
     # -- arrival checks (background task) ----------------------------------------------
+
+    def checks_pending(self) -> int:
+        """Arrival checks queued or in progress (`lmdp replay` waits for them to finish)."""
+        return len(self._queued)
 
     async def checker(self) -> None:
         while True:
@@ -227,9 +239,15 @@ class Migration:
             for frame in toward_vm:
                 if port.psock.send(frame):
                     engine.metrics.sent(port.ifname, "announce_gateway")
-            uplink = bridge_of(port.ifname) if self.via == "auto" else self.via
-            if uplink:
-                uplinks.add(uplink)
+            if self.via != "auto":
+                uplinks.add(self.via)
+            elif (bridge := bridge_of(port.ifname)) is not None:
+                # Toward the network is every port of the VM's bridge that lmdp does not
+                # serve (its uplinks), never the bridge device itself: that would flood the
+                # VM's own announcement back down its port, and a learning bridge between
+                # there and the guest (KubeVirt's in-pod bridge) would then place the VM's
+                # MAC on the wrong side.
+                uplinks.update(p for p in bridge_ports(bridge) if p not in engine.ports)
         for uplink in uplinks:
             for frame in toward_network:
                 if self._send_via(uplink, frame):
