@@ -85,7 +85,7 @@ def node(lab):
 def tcpdump(lab: Lab, ns: str, path: Path, expr: str = "udp port 67 or udp port 68"):
     """Start tcpdump in `ns` writing `path`; returns the Popen (stop it with lab.stop)."""
     p = lab.popen(
-        ns, "tcpdump", "-i", "eth0", "-U", "-n", "-w", str(path), expr,
+        ns, "tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-n", "-w", str(path), expr,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     # tcpdump says "listening on" once the capture is live.
