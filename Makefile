@@ -57,5 +57,11 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks (benchmarks/): matplotlib for the plots, then the replay benchmark.
+.PHONY: bench
+bench: venv
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/replay.py
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis

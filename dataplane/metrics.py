@@ -144,6 +144,11 @@ class Metrics:
 
     # --- per packet (event-loop thread) ---
 
+    def frame_counts(self) -> tuple[dict, dict, dict]:
+        """The received, sent and dropped dicts themselves, for a loop that counts inline
+        (`Engine.process_batch`): keys as in `received`, `sent` and `dropped` below."""
+        return self._received, self._sent, self._dropped
+
     def received(self, ifname: str, protocol: str, type_: str) -> None:
         key = (ifname, protocol, type_)
         counts = self._received

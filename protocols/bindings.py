@@ -123,9 +123,13 @@ def mac_str(mac: bytes) -> str:
 
 class BindingTable:
     """Static bindings plus pool allocations, looked up by MAC, by IPv4 or IPv6 address, or
-    (DHCPv6 pool allocations) by DUID and IAID."""
+    (DHCPv6 pool allocations) by DUID and IAID.
 
-    __slots__ = ("by_mac", "by_ipv4", "pools", "by_ipv6", "by_ia", "pools6")
+    `version` changes whenever a binding is entered or removed, so that a caller may keep
+    what it derived from the table (the engine reuses ARP and NDP answers) until it does.
+    """
+
+    __slots__ = ("by_mac", "by_ipv4", "pools", "by_ipv6", "by_ia", "pools6", "version")
 
     def __init__(
         self,
@@ -139,10 +143,12 @@ class BindingTable:
         self.by_ipv6: dict[bytes, Binding] = {}
         self.by_ia: dict[tuple[bytes, int], Binding] = {}
         self.pools6: list[Pool6] = list(pools6 or [])
+        self.version = 0
         for b in bindings or []:
             self.add(b)
 
     def add(self, binding: Binding) -> None:
+        self.version += 1
         old = self.by_mac.get(binding.mac)
         if old is not None and old.ipv4 is not None and self.by_ipv4.get(old.ipv4) is old:
             del self.by_ipv4[old.ipv4]
@@ -160,6 +166,7 @@ class BindingTable:
             self.by_ipv6[binding.ipv6] = binding
 
     def remove(self, mac: bytes) -> None:
+        self.version += 1
         old = self.by_mac.pop(mac, None)
         if old is not None and old.ipv4 is not None and self.by_ipv4.get(old.ipv4) is old:
             del self.by_ipv4[old.ipv4]
@@ -300,11 +307,13 @@ class BindingTable:
             self.restore6(lease)
 
     def remove6(self, duid: bytes, iaid: int) -> None:
+        self.version += 1
         old = self.by_ia.pop((duid, iaid), None)
         if old is not None and old.ipv6 is not None and self.by_ipv6.get(old.ipv6) is old:
             del self.by_ipv6[old.ipv6]
 
     def _add6(self, key: tuple[bytes, int], binding: Binding) -> None:
+        self.version += 1
         old = self.by_ia.get(key)
         if old is not None and old.ipv6 is not None and self.by_ipv6.get(old.ipv6) is old:
             del self.by_ipv6[old.ipv6]

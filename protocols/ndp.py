@@ -189,9 +189,14 @@ class NdpResponder:
     docstring). `Outcome.mac` is the Ethernet source whenever it is a bound VM's MAC.
 
     `params` is read once here; build a new responder when the parameters change.
+
+    `handle` is pure: its outcome depends on the frame's bytes and the binding table only
+    (not on `ifname` or `now`), and it changes nothing. The engine relies on that to reuse
+    the outcome for a byte-identical frame until `table.version` changes.
     """
 
     __slots__ = ("params", "table", "_targets", "_ra")
+    pure = True
 
     def __init__(self, params: GatewayParams, table: BindingTable):
         self.params = params

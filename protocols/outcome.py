@@ -4,6 +4,9 @@ Responders never raise on remote input and never do I/O: they return an `Outcome
 what was received (a metrics label), the frame to transmit if any, the drop reason if the
 frame was refused, and a `Lease` (DHCPv4) or `Lease6` (DHCPv6) that the engine must commit to
 the store before it transmits the reply.
+
+An outcome is read-only once returned: a pure responder's outcome may be handed out again
+for an identical frame (see `ArpResponder`), so nobody may change it after the fact.
 """
 
 from __future__ import annotations

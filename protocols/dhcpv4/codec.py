@@ -7,6 +7,7 @@ survive a decode/encode round trip.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from ..ethernet import ETH_HLEN, ETH_P_IP
@@ -51,6 +52,7 @@ _pack_ip = IPV4_HEADER.pack
 _unpack_udp = UDP_HEADER.unpack_from
 _pack_udp = UDP_HEADER.pack
 _pack_eth = ETH_HEADER.pack
+_unpack_ip_udp = struct.Struct(IPV4_HEADER.format + UDP_HEADER.format.lstrip("!")).unpack_from
 
 
 @dataclass(slots=True)
@@ -84,7 +86,8 @@ class DhcpMessage:
 
     def requested_ip(self) -> bytes | None:
         """Option 50 (RFC 2132 §9.1)."""
-        return self._ipv4(OPT_REQUESTED_IP)
+        value = self.options.get(OPT_REQUESTED_IP)  # `_ipv4`, inline: every REQUEST asks
+        return value if value is not None and len(value) == 4 else None
 
     def server_id(self) -> bytes | None:
         """Option 54 (RFC 2132 §9.7)."""
@@ -139,6 +142,35 @@ def decode_options(data: bytes, start: int, end: int) -> dict[int, bytes]:
     """Options in `data[start:end]` (RFC 2132 §2): pad (0) skipped, END (255) stops, a missing
     END tolerated; repeated codes concatenated in order (RFC 3396 §5). An option whose length
     runs past `end` is MalformedPacket("bad_options")."""
+    # The hot path: one pass that stores each value, and checks the bounds once at the end
+    # (an option running past `end` leaves the cursor past it). A repeated code, rare, is
+    # found by the count and decoded again with concatenation.
+    options: dict[int, bytes] = {}
+    i = start
+    count = 0
+    try:
+        while i < end:
+            code = data[i]
+            if code == 255:
+                break
+            if code:
+                j = i + 2 + data[i + 1]
+                options[code] = data[i + 2 : j]
+                count += 1
+                i = j
+            else:
+                i += 1
+    except IndexError:  # a code without its length byte at the end of `data`
+        raise MalformedPacket("bad_options") from None
+    if i > end:
+        raise MalformedPacket("bad_options")
+    if count != len(options):
+        return _decode_repeated_options(data, start, end)
+    return options
+
+
+def _decode_repeated_options(data: bytes, start: int, end: int) -> dict[int, bytes]:
+    """`decode_options` for a block that repeats a code: values concatenated (RFC 3396 §5)."""
     options: dict[int, bytes] = {}
     i = start
     while i < end:
@@ -148,11 +180,7 @@ def decode_options(data: bytes, start: int, end: int) -> dict[int, bytes]:
             continue
         if code == 255:
             break
-        if i + 1 >= end:
-            raise MalformedPacket("bad_options")
         j = i + 2 + data[i + 1]
-        if j > end:
-            raise MalformedPacket("bad_options")
         value = data[i + 2 : j]
         previous = options.get(code)
         options[code] = value if previous is None else previous + value
@@ -336,13 +364,23 @@ def decode_udp4(
     end = len(frame)
     if end < offset + 20:
         raise MalformedPacket("truncated")
-    vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst = _unpack_ip(frame, offset)
-    ihl = (vihl & 0x0F) << 2
-    if vihl >> 4 != 4 or ihl < 20 or total < ihl:
+    if frame[offset] == 0x45 and end >= offset + 28:
+        # No IPv4 options, the usual case: both headers in one unpack.
+        (_vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst,
+         sport, dport, ulen, ucsum) = _unpack_ip_udp(frame, offset)  # fmt: skip
+        ihl = 20
+    else:
+        vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst = _unpack_ip(frame, offset)
+        ihl = (vihl & 0x0F) << 2
+        if vihl >> 4 != 4 or ihl < 20:
+            raise MalformedPacket("bad_ip_header")
+        ulen = -1  # the UDP header is read below
+    if total < ihl:
         raise MalformedPacket("bad_ip_header")
     if offset + total > end:
         raise MalformedPacket("truncated")
-    if checksum(frame[offset : offset + ihl]) != 0:
+    # checksum(header) != 0, inline: the header is never all zeros (version 4).
+    if int.from_bytes(frame[offset : offset + ihl], "big") % 0xFFFF:
         raise MalformedPacket("bad_checksum")
     if frag & 0x3FFF:  # MF set or a non-zero fragment offset
         raise MalformedPacket("fragment")
@@ -351,7 +389,8 @@ def decode_udp4(
     udp = offset + ihl
     if total - ihl < 8:
         raise MalformedPacket("truncated")
-    sport, dport, ulen, ucsum = _unpack_udp(frame, udp)
+    if ulen < 0:
+        sport, dport, ulen, ucsum = _unpack_udp(frame, udp)
     if ulen < 8:
         raise MalformedPacket("bad_ip_header")
     if ulen > total - ihl:

@@ -7,6 +7,8 @@ The reply's options and addressing are fixed by SPEC; see `Dhcpv4Responder`.
 
 from __future__ import annotations
 
+import struct
+
 from ..bindings import Binding, BindingTable, Lease
 from ..ethernet import ETH_HLEN, ETH_P_IP
 from ..outcome import Outcome
@@ -19,7 +21,6 @@ from .codec import (
     encode_classless_routes,
     encode_domain_search,
     encode_option,
-    encode_udp4_frame,
 )
 from .constants import (
     BOOTP_MIN_LEN,
@@ -63,11 +64,33 @@ RECEIVED_BOOTREQUEST = "BOOTREQUEST"  # plain BOOTP, no option 53
 
 ZERO4 = bytes(4)
 BROADCAST4 = b"\xff\xff\xff\xff"
-_pack_bootp = BOOTP_HEADER.pack
 _END = b"\xff"
 # Cache key for the option block of an ACK to DHCPINFORM (not a message type number).
 _INFORM_ACK = -1
 _CACHE_LIMIT = 4096
+
+# A reply is a template with the request's fields put in. The template, cached per binding,
+# message type and destination, holds the Ethernet, IPv4 (no options, id 0, TTL 64) and UDP
+# headers up to the UDP checksum, then sname and file (zero, RFC 2131 table 3), the magic
+# cookie and the option block. Per request: the BOOTP fields op .. chaddr (RFC 2131 figure
+# 1) and the UDP checksum. Checksums are sums of 16-bit words, and 2**16 == 1 (mod 0xFFFF)
+# makes a packed field's value, taken modulo 0xFFFF, the sum of its words (wire.checksum):
+# the template's share of the UDP checksum is summed once, the fields' per request.
+_REPLY_HEADERS = struct.Struct("!6s6sH BBHHHBBH4s4s HHH")  # up to the UDP checksum
+_BOOTP_FIELDS = struct.Struct("!BBBBIHH4s4s4s4s16s")  # op .. chaddr, 44 bytes
+_SNAME_FILE_COOKIE = bytes(64 + 128) + MAGIC_COOKIE
+_UDP_FIXED = 8 + BOOTP_HEADER.size + len(MAGIC_COOKIE)  # UDP length before the options
+_IPPROTO_UDP = 17
+_TTL = 64
+_from_bytes = int.from_bytes
+_pack_headers = _REPLY_HEADERS.pack
+_pack_fields = _BOOTP_FIELDS.pack
+
+
+def _word_sum(data: bytes) -> int:
+    """`data`'s share of an internet checksum when it starts at an even offset and ends the
+    message (an odd length is padded with a zero byte, RFC 1071 §4.1), modulo 0xFFFF."""
+    return _from_bytes(data + b"\0" if len(data) & 1 else data, "big") % 0xFFFF
 
 
 _opt = encode_option
@@ -133,7 +156,11 @@ class Dhcpv4Responder:
         "_inform_tail",
         "_nak_options",
         "_cache",
+        "_templates",
+        "_ip_sum",
+        "_udp_sum",
     )
+    pure = False  # allocates from pools; answers name per-transaction ids
 
     def __init__(
         self, params: GatewayParams, table: BindingTable, node: str = "", allocate: bool = True
@@ -162,8 +189,16 @@ class Dhcpv4Responder:
         self._common_tail = search + mtu + lease + server_id
         self._inform_tail = search + mtu + server_id
         self._dns = dns
-        self._nak_options = _padded(bytes((OPT_MESSAGE_TYPE, 1, DHCPNAK)) + server_id)
-        self._cache: dict[tuple, bytes] = {}
+        nak = _padded(bytes((OPT_MESSAGE_TYPE, 1, DHCPNAK)) + server_id)
+        self._nak_options = (nak, _word_sum(nak))
+        self._cache: dict[tuple, tuple[bytes, int]] = {}
+        self._templates: dict[tuple, tuple[bytes, bytes, int]] = {}
+        # The words every reply shares: of the IPv4 header (version/IHL, TTL/protocol, the
+        # source), and of the UDP checksum (pseudo-header source and protocol, source port,
+        # the magic cookie).
+        src = _from_bytes(self._server_id, "big")
+        self._ip_sum = 0x4500 + (_TTL << 8 | _IPPROTO_UDP) + src
+        self._udp_sum = src + _IPPROTO_UDP + SERVER_PORT + _word_sum(MAGIC_COOKIE)
 
     def handle(self, frame: bytes, ifname: str, now: float) -> Outcome:
         """Answer or refuse one received frame; never raises on remote input."""
@@ -201,7 +236,7 @@ class Dhcpv4Responder:
             mac = msg.chaddr[:6]
         else:
             mac = eth_src
-        binding = self.table.lookup(mac)
+        binding = self.table.by_mac.get(mac)  # table.lookup, without the call
         if binding is None or binding.ipv4 is None:
             if binding is not None or not (mtype in _MAY_ALLOCATE and self.allocate):
                 return Outcome(label, drop="unknown_client")
@@ -225,11 +260,10 @@ class Dhcpv4Responder:
                 requested = msg.ciaddr
             if requested is not None and requested == binding.ipv4:
                 return self._answer(label, eth_dst, msg, binding, DHCPACK)
-            reply = self._frame(eth_dst, msg, DHCPNAK, ZERO4, ZERO4, self._nak_options)
+            reply = self._frame(eth_dst, msg, DHCPNAK, ZERO4, ZERO4, None, DHCPNAK)
             return Outcome(label, reply=reply, sent="DHCPNAK", mac=binding.mac)
         if mtype == DHCPINFORM:
-            options = self._options(binding, _INFORM_ACK)
-            reply = self._frame(eth_dst, msg, DHCPACK, msg.ciaddr, ZERO4, options)
+            reply = self._frame(eth_dst, msg, DHCPACK, msg.ciaddr, ZERO4, binding, _INFORM_ACK)
             return Outcome(label, reply=reply, sent="DHCPACK", mac=binding.mac)
         if mtype == DHCPDECLINE:
             conflict = msg.options.get(OPT_REQUESTED_IP)
@@ -249,16 +283,17 @@ class Dhcpv4Responder:
         """An OFFER or ACK naming the binding's address, with the lease to commit first."""
         ipv4 = binding.ipv4
         ciaddr = msg.ciaddr if reply_type == DHCPACK else ZERO4
-        options = self._options(binding, reply_type)
-        reply = self._frame(eth_dst, msg, reply_type, ciaddr, ipv4, options)
+        reply = self._frame(eth_dst, msg, reply_type, ciaddr, ipv4, binding, reply_type)
         lease = None
         if binding.pool and not binding.durable:
             lease = Lease(binding.mac, ipv4, binding.prefixlen, self.node)
         sent = "DHCPOFFER" if reply_type == DHCPOFFER else "DHCPACK"
-        return Outcome(label, reply=reply, sent=sent, lease=lease, mac=binding.mac)
+        # Positional (received, reply, sent, drop, lease, mac): a third cheaper than keywords.
+        return Outcome(label, reply, sent, None, lease, binding.mac)
 
-    def _options(self, binding: Binding, kind: int) -> bytes:
-        """The option block (53 .. END plus padding) for an OFFER, ACK or INFORM-ACK."""
+    def _options(self, binding: Binding, kind: int) -> tuple[bytes, int]:
+        """The option block (53 .. END plus padding) for an OFFER, ACK or INFORM-ACK, and its
+        share of the UDP checksum (`_word_sum`)."""
         hostname = binding.hostname or binding.name
         key = (kind, binding.ipv4, binding.prefixlen, hostname)
         block = self._cache.get(key)
@@ -284,8 +319,8 @@ class Dhcpv4Responder:
         block = _padded(b"".join(parts))
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[key] = block
-        return block
+        entry = self._cache[key] = (block, _word_sum(block))
+        return entry
 
     def _frame(
         self,
@@ -294,9 +329,13 @@ class Dhcpv4Responder:
         reply_type: int,
         ciaddr: bytes,
         yiaddr: bytes,
-        options: bytes,
+        binding: Binding | None,
+        kind: int,
     ) -> bytes:
-        """The reply frame: BOOTP header (RFC 2131 table 3), options, addressing (§4.1)."""
+        """The reply frame: BOOTP header (RFC 2131 table 3), options, addressing (§4.1); IPv4
+        and UDP checksums computed (RFC 791 §3.1, RFC 768; a UDP checksum of 0 goes as
+        0xFFFF). The options are those of `_options(binding, kind)`, the NAK's without a
+        binding."""
         flags = msg.flags
         giaddr = msg.giaddr
         dport = CLIENT_PORT
@@ -311,19 +350,45 @@ class Dhcpv4Responder:
             ip_dst = yiaddr if yiaddr != ZERO4 else ciaddr
             if ip_dst == ZERO4:
                 ip_dst = BROADCAST4
-        bootp = _pack_bootp(
+        options_key = None
+        if binding is not None:
+            options_key = (kind, binding.ipv4, binding.prefixlen, binding.hostname or binding.name)
+        key = (options_key, eth_dst, ip_dst, dport)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._template(binding, kind, eth_dst, ip_dst, dport)
+            if len(self._templates) >= _CACHE_LIMIT:
+                self._templates.clear()
+            self._templates[key] = template
+        head, tail, template_sum = template
+        fields = _pack_fields(
             BOOTREPLY, msg.htype, msg.hlen, 0, msg.xid, 0, flags, ciaddr, yiaddr, ZERO4, giaddr,
-            msg.chaddr, b"", b"",
+            msg.chaddr,
         )  # fmt: skip
-        return encode_udp4_frame(
-            eth_dst,
-            self._gateway_mac,
-            self._server_id,
-            ip_dst,
-            SERVER_PORT,
-            dport,
-            b"".join((bootp, MAGIC_COOKIE, options)),
-        )
+        # Folded and complemented (wire.checksum): the sum is never zero, so a remainder of 0
+        # means a sum of 0xFFFF (-0), whose checksum is 0, sent as 0xFFFF (RFC 768).
+        total = (template_sum + _from_bytes(fields, "big")) % 0xFFFF
+        udp_checksum = (0xFFFF - total if total else 0xFFFF).to_bytes(2, "big")
+        return b"".join((head, udp_checksum, fields, tail))
+
+    def _template(
+        self, binding: Binding | None, kind: int, eth_dst: bytes, ip_dst: bytes, dport: int
+    ) -> tuple[bytes, bytes, int]:
+        """`(head, tail, share of the UDP checksum)` of a reply: head is the headers up to
+        the UDP checksum, tail sname, file, the cookie and the options."""
+        block, block_sum = self._nak_options if binding is None else self._options(binding, kind)
+        ulen = _UDP_FIXED + len(block)
+        dst = _from_bytes(ip_dst, "big")
+        ip_sum = (self._ip_sum + 20 + ulen + dst) % 0xFFFF  # non-zero: see `_frame`
+        head = _pack_headers(
+            eth_dst, self._gateway_mac, ETH_P_IP,
+            0x45, 0, 20 + ulen, 0, 0, _TTL, _IPPROTO_UDP,
+            0xFFFF - ip_sum if ip_sum else 0, self._server_id, ip_dst,
+            SERVER_PORT, dport, ulen,
+        )  # fmt: skip
+        # The pseudo-header and the UDP header both carry the length.
+        udp_sum = self._udp_sum + dst + ulen + ulen + dport + block_sum
+        return head, _SNAME_FILE_COOKIE + block, udp_sum % 0xFFFF
 
 
 _ACCEPTED = frozenset((DHCPDISCOVER, DHCPREQUEST, DHCPDECLINE, DHCPRELEASE, DHCPINFORM))

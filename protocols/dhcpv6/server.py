@@ -169,6 +169,7 @@ class Dhcpv6Responder:
         "_lifetimes",
         "_fqdn_cache",
     )
+    pure = False  # allocates from pools; answers name per-transaction ids
 
     def __init__(
         self, params: GatewayParams, table: BindingTable, node: str = "", allocate: bool = True

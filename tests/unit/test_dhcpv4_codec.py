@@ -12,6 +12,7 @@ from protocols.dhcpv4.codec import (
     decode_classless_routes,
     decode_dhcpv4,
     decode_domain_search,
+    decode_options,
     decode_udp4,
     encode_classless_routes,
     encode_dhcpv4,
@@ -149,6 +150,25 @@ def test_broken_option_framing(tail):
     with pytest.raises(MalformedPacket) as info:
         decode_dhcpv4(DISCOVER[:240] + bytes.fromhex(tail))
     assert info.value.reason == "bad_options"
+
+
+@pytest.mark.parametrize(
+    "end, expected",
+    [
+        (3, {53: b"\x01"}),
+        (10, {53: b"\x01", 12: b"hello"}),
+        (4, "bad_options"),  # 12's length byte lies past `end`, though inside the data
+        (9, "bad_options"),  # 12 runs one byte past `end`
+    ],
+)
+def test_options_are_bounded_by_end_not_by_the_data(end, expected):
+    data = bytes.fromhex("350101 0c05") + b"hello" + bytes.fromhex("3501ff")
+    if isinstance(expected, dict):
+        assert decode_options(data, 0, end) == expected
+        return
+    with pytest.raises(MalformedPacket) as info:
+        decode_options(data, 0, end)
+    assert info.value.reason == expected
 
 
 def test_truncated_and_cookie_errors():

@@ -209,3 +209,52 @@ async def test_dhcpv6_pool_advertise_sent_only_after_commit(engine, port):
     assert sample(engine, "lmdp_bindings", kind="pool") == 1
     rows = [r for r in engine.leases() if r["kind"] == "pool"]
     assert rows[0]["ipv6"] == "fd00:10:250::10/64" and rows[0]["committed"] is True
+
+
+def test_reused_arp_answer_follows_the_binding_table(tmp_path):
+    """The engine reuses an ARP outcome for the same frame only while the bindings stand."""
+    config = parse_config(
+        {
+            "node": "node-a",
+            "gateway": {"router_mode": "subnet"},
+            "pools": [{"subnet": "10.244.9.0/24", "start": "10.244.9.10", "end": "10.244.9.20"}],
+            "store": {"backend": "sqlite", "path": str(tmp_path / "leases.db")},
+        }
+    )
+    engine = Engine(config)
+    engine.open_store()
+    port = Port("tap0", FakeSocket())
+    engine.ports["tap0"] = port
+    # Who has 10.244.9.1, the router of the subnet the client will be given?
+    ask = arp_frame(eth_src=POOL_MAC_STR, spa="10.244.9.10", tpa="10.244.9.1")
+    try:
+        engine.process(port, ask, 0.0)
+        engine.process(port, ask, 0.0)
+        assert port.psock.sent == []  # no binding yet: not its router
+        assert sample(engine, "lmdp_drops_total", interface="tap0", reason="not_proxied") == 2
+        engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+        engine.process(port, ask, 0.0)  # now bound (tentatively) in 10.244.9.0/24
+        assert [f[:6] for f in port.psock.sent] == [POOL_MAC]
+        assert sample(engine, "lmdp_replies_sent_total", interface="tap0", type="arp_reply") == 1
+    finally:
+        engine.close()
+
+
+def test_reused_answer_is_counted_on_its_own_port(engine, port):
+    other = Port("tap1", FakeSocket())
+    engine.ports["tap1"] = other
+    for p in (port, port, other, port):
+        engine.process(p, arp_frame(), 0.0)
+    assert (len(port.psock.sent), len(other.psock.sent)) == (3, 1)
+    assert sample(engine, "lmdp_replies_sent_total", interface="tap0", type="arp_reply") == 3
+    assert sample(engine, "lmdp_replies_sent_total", interface="tap1", type="arp_reply") == 1
+    assert (
+        sample(
+            engine,
+            "lmdp_frames_received_total",
+            interface="tap1",
+            protocol="arp",
+            type="arp_request",
+        )
+        == 1
+    )
