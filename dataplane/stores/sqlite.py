@@ -169,19 +169,20 @@ class SqliteLeaseStore:
             raise StoreError(f"{self.path}: store is not open")
         return self._conn
 
+    def _query(self, sql: str, params: tuple = (), one: bool = False) -> Any:
+        """One read statement under the lock; SQLite errors become StoreError."""
+        with self._lock:
+            try:
+                cur = self._connection().execute(sql, params)
+                return cur.fetchone() if one else cur.fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {e}") from e
+
     # --- leases ---
 
     def load(self) -> list[Lease | Lease6]:
         """Every persisted lease, IPv4 and IPv6 (unparsable rows are logged and skipped)."""
-        with self._lock:
-            try:
-                rows = (
-                    self._connection()
-                    .execute("SELECT mac, ipv4, prefixlen, node FROM leases")
-                    .fetchall()
-                )
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+        rows = self._query("SELECT mac, ipv4, prefixlen, node FROM leases")
         leases = []
         for mac, ipv4, prefixlen, node in rows:
             try:
@@ -198,15 +199,7 @@ class SqliteLeaseStore:
         return leases + self._load6()
 
     def _load6(self) -> list[Lease6]:
-        with self._lock:
-            try:
-                rows = (
-                    self._connection()
-                    .execute("SELECT duid, iaid, ipv6, prefixlen, mac, node FROM leases6")
-                    .fetchall()
-                )
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+        rows = self._query("SELECT duid, iaid, ipv6, prefixlen, mac, node FROM leases6")
         leases: list[Lease6] = []
         for duid, iaid, ipv6, prefixlen, mac, node in rows:
             try:
@@ -318,15 +311,9 @@ class SqliteLeaseStore:
 
     def all_leases(self) -> list[dict[str, Any]]:
         """Rows for display, by address: mac, ipv4 ("a.b.c.d/len"), node, created, updated."""
-        with self._lock:
-            try:
-                rows = (
-                    self._connection()
-                    .execute("SELECT mac, ipv4, prefixlen, node, created, updated FROM leases")
-                    .fetchall()
-                )
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+        rows = self._query(
+            "SELECT mac, ipv4, prefixlen, node, created, updated FROM leases", one=False
+        )
         out = [
             {
                 "mac": mac,
@@ -341,18 +328,11 @@ class SqliteLeaseStore:
             out.sort(key=_ip_key)
         except ValueError:
             out.sort(key=lambda r: r["ipv4"])  # a hand-edited row; still show everything
-        with self._lock:
-            try:
-                rows6 = (
-                    self._connection()
-                    .execute(
-                        "SELECT duid, iaid, ipv6, prefixlen, mac, node, created, updated"
-                        " FROM leases6 ORDER BY ipv6"
-                    )
-                    .fetchall()
-                )
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+        rows6 = self._query(
+            "SELECT duid, iaid, ipv6, prefixlen, mac, node, created, updated"
+            " FROM leases6 ORDER BY ipv6",
+            one=False,
+        )
         out += [
             {
                 "mac": mac,
@@ -401,13 +381,5 @@ class SqliteLeaseStore:
     def get_node_seen(self, mac: bytes | str) -> tuple[str, float] | None:
         """(node, when that node recorded it), or None if never recorded."""
         key = _mac_text(mac)
-        with self._lock:
-            try:
-                row = (
-                    self._connection()
-                    .execute("SELECT node, seen FROM vm_nodes WHERE mac = ?", (key,))
-                    .fetchone()
-                )
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+        row = self._query("SELECT node, seen FROM vm_nodes WHERE mac = ?", (key,), one=True)
         return (row[0], row[1]) if row is not None else None
