@@ -311,9 +311,7 @@ class SqliteLeaseStore:
 
     def all_leases(self) -> list[dict[str, Any]]:
         """Rows for display, by address: mac, ipv4 ("a.b.c.d/len"), node, created, updated."""
-        rows = self._query(
-            "SELECT mac, ipv4, prefixlen, node, created, updated FROM leases", one=False
-        )
+        rows = self._query("SELECT mac, ipv4, prefixlen, node, created, updated FROM leases")
         out = [
             {
                 "mac": mac,
@@ -330,8 +328,7 @@ class SqliteLeaseStore:
             out.sort(key=lambda r: r["ipv4"])  # a hand-edited row; still show everything
         rows6 = self._query(
             "SELECT duid, iaid, ipv6, prefixlen, mac, node, created, updated"
-            " FROM leases6 ORDER BY ipv6",
-            one=False,
+            " FROM leases6 ORDER BY ipv6"
         )
         out += [
             {
