@@ -261,6 +261,8 @@ def cmd_announce(args) -> int:
 
 
 def cmd_lab(args) -> int:
+    if args.dual_stack and args.client == "udhcpc":
+        return _fail("lab demo: --dual-stack needs dhclient or dhcpcd (DHCPv6)", EXIT_USAGE)
     if args.simple:
         if args.router_mode != "link-local":
             return _fail(
@@ -268,7 +270,7 @@ def cmd_lab(args) -> int:
             )
         from .lab import run_demo
 
-        return run_demo(client=args.client, keep=args.keep)
+        return run_demo(client=args.client, keep=args.keep, dual_stack=args.dual_stack)
     from .labmigration import run_migration_demo
 
     if args.client == "udhcpc":
@@ -281,6 +283,7 @@ def cmd_lab(args) -> int:
         hops=args.hops,
         announce=not args.no_announce,
         router_mode=args.router_mode,
+        dual_stack=args.dual_stack,
     )
 
 
@@ -379,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "dhclient", "dhcpcd", "udhcpc"],
         default="auto",
         help="DHCP client to run in the VM (auto: dhclient if present, else dhcpcd; "
-        "udhcpc only with --simple)",
+        "udhcpc only with --simple and without --dual-stack)",
     )
     d.add_argument("--keep", action="store_true", help="leave the namespaces up (debugging)")
     d.add_argument(
@@ -402,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--simple",
         action="store_true",
         help="one node and one VM, no migration: address, routes, gateway, DNS and MTU",
+    )
+    d.add_argument(
+        "--dual-stack",
+        action="store_true",
+        help="give the VM IPv6 too: binding fd00:10:244:2::1a/64, lmdp's RAs (ra: true) and "
+        "an IPv6 DNS server; the VM runs a DHCPv6 client beside the DHCPv4 one (dhclient -6, "
+        "or dhcpcd -6 with --client dhcpcd) and shows its IPv6 address, default via fe80::1 "
+        "and the gateway's MAC; each hop also measures the peer's IPv6 downtime, renews "
+        "over DHCPv6 and checks that the VM sent nothing on its own while cut off",
     )
     d.set_defaults(func=cmd_lab)
     return p

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -223,6 +224,13 @@ class VmClient:
             )  # fmt: skip
         raise LabError(f"renew is not supported for {self.kind}")
 
+    def received_dns(self) -> list[str]:
+        """The DNS servers in the client's current lease (dhclient, dhcpcd), whatever the
+        resolv.conf says: with a DHCPv6 client beside it, the one that configured last
+        wrote that file."""
+        return _lease_dns(self, "dhclient.leases", "domain-name-servers", "-4",
+                          "domain_name_servers")  # fmt: skip
+
     def stop(self) -> None:
         if self.proc is not None:
             self.lab.stop(self.proc)
@@ -232,6 +240,24 @@ class VmClient:
                 self.ns, "dhclient", "-x", "-pf", str(self._path("dhclient.pid")),
                 "-lf", str(self._path("dhclient.leases")), self.ifname, check=False,
             )  # fmt: skip
+
+
+def _lease_dns(client, lease_name: str, option: str, family: str, variable: str) -> list[str]:
+    """DNS servers from a client's lease: dhclient's lease file (the last `option` line),
+    or `dhcpcd -U` (its lease, read in the private mount namespace it runs in)."""
+    if client.kind == "dhclient":
+        path = client._path(lease_name)
+        text = path.read_text() if path.exists() else ""
+        found = re.findall(rf"option {re.escape(option)} ([^;]+);", text)
+        return [a.strip() for a in found[-1].split(",")] if found else []
+    if client.kind == "dhcpcd" and client.proc is not None:
+        out = _run(["nsenter", "-t", str(client.proc.pid), "-m", "-n",
+                    "dhcpcd", "-U", family, client.ifname], check=False)  # fmt: skip
+        for line in out.splitlines():
+            key, _, value = line.partition("=")
+            if key == variable:
+                return value.strip("'\"").split()
+    return []
 
 
 def _alive(pid: int) -> bool:
@@ -423,8 +449,20 @@ class Dhcp6Client:
         raise LabError(f"unknown DHCPv6 client {self.kind}")
 
     def renew(self, timeout: float = 10) -> str:
-        """dhcpcd only: `dhcpcd -N -6` makes it send a RENEW now. (dhclient -6 has no "renew
-        now": give it a short lease, it renews at T1 = half of it.)"""
+        """Ask for the current lease again now, without deconfiguring the address.
+
+        dhcpcd: `dhcpcd -N -6` makes it send a RENEW now (dhcpcd can lose the signal behind
+        it while a hook runs: check that the RENEW went out). dhclient -6 has no "renew
+        now" (give it a short lease, it renews at T1 = half of it); here it is stopped
+        (SIGTERM by its pidfile leaves the address alone) and started again with the same
+        lease file, which makes it ask for its address again at once."""
+        if self.kind == "dhclient":
+            pidfile = self._path("dhclient.pid")
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                pid = int(pidfile.read_text().split()[0])
+                os.kill(pid, signal.SIGTERM)
+                wait_for(lambda: not _alive(pid), 5, 0.01, f"dhclient -6 {pid} to stop")
+            return self.start(timeout)
         if self.kind == "dhcpcd" and self.proc is not None:
             return _run(
                 ["nsenter", "-t", str(self.proc.pid), "-m", "-n",
@@ -432,6 +470,11 @@ class Dhcp6Client:
                 timeout=timeout,
             )  # fmt: skip
         raise LabError(f"renew now is not supported for {self.kind} -6")
+
+    def received_dns(self) -> list[str]:
+        """The IPv6 DNS servers in the client's lease (see VmClient.received_dns)."""
+        return _lease_dns(self, "dhclient.leases", "dhcp6.name-servers", "-6",
+                          "dhcp6_name_servers")  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -485,21 +528,12 @@ class LmdpProcess:
             "except Exception as e:\n"
             "  print('error', e); sys.exit(1)\n"
         )
-        return self.lab.exec(self.ns, sys.executable, "-c", code, check=check)
+        # -I -S: no site-packages or user paths to set up (stdlib only): 40 ms, not 110.
+        return self.lab.exec(self.ns, sys.executable, "-I", "-S", "-c", code, check=check)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
-        total = 0.0
-        for line in self.get("/metrics").splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric, _, rest = head.partition("{")
-            if metric != name:
-                continue
-            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_sum(self.get("/metrics"), name, **labels)
 
     def stop(self) -> int:
         if self.proc is None:
@@ -511,6 +545,21 @@ class LmdpProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` in a Prometheus text page whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def write_config(path: Path, **overrides) -> Path:
@@ -535,6 +584,11 @@ def write_config(path: Path, **overrides) -> Path:
 # -- the demo ---------------------------------------------------------------------------------
 
 VM_MAC = "0a:58:0a:f4:02:1a"
+# --dual-stack: the binding's IPv6 address (given as a /128), lmdp's gateway, the DNS server.
+VM_IP6 = "fd00:10:244:2::1a"
+GATEWAY_IP6 = "fe80::1"
+GATEWAY_MAC = "0a:58:a9:fe:01:01"
+DNS_IP6 = "fd00:10:96::a"
 
 
 def _section(title: str, body: str) -> None:
@@ -542,15 +596,41 @@ def _section(title: str, body: str) -> None:
     print(body.rstrip() or "(empty)")
 
 
-def run_demo(client: str = "auto", keep: bool = False) -> int:
+def _resolve_gateway6(lab: Lab, ns: str) -> str:
+    """`ip -6 neigh` for fe80::1 in the VM: made by lmdp's RA (its source link-layer
+    address), or else asked for with one datagram (lmdp answers the kernel's NS)."""
+
+    def entry() -> str:
+        out = lab.exec(ns, "ip", "-6", "neigh", "show", GATEWAY_IP6, "dev", "eth0")
+        return out if "lladdr" in out else ""
+
+    if not entry():
+        send = (
+            "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+            f"s.sendto(b'lmdp', ('{GATEWAY_IP6}', 9, 0, socket.if_nametoindex('eth0')))"
+        )
+        lab.exec(ns, sys.executable, "-c", send, check=False)
+        with contextlib.suppress(LabError):
+            wait_for(entry, 3, 0.05, f"a neighbour entry for {GATEWAY_IP6}")
+    return lab.exec(ns, "ip", "-6", "neigh", "show", GATEWAY_IP6, "dev", "eth0")
+
+
+def run_demo(client: str = "auto", keep: bool = False, dual_stack: bool = False) -> int:
+    """One node, one VM, no migration. `dual_stack`: the binding has an IPv6 address too,
+    lmdp sends RAs and has an IPv6 DNS server, and the VM runs a DHCPv6 client beside the
+    DHCPv4 one (the same software: dhclient -6 or dhcpcd -6)."""
     if os.geteuid() != 0:
         print("lmdp: the lab needs root (network namespaces)", file=sys.stderr)
         return 1
+    kinds = ("dhclient", "dhcpcd") if dual_stack else ("dhclient", "dhcpcd", "udhcpc")
     if client == "auto":
-        client = next((c for c in ("dhclient", "dhcpcd", "udhcpc") if client_available(c)), "")
+        client = next((c for c in kinds if client_available(c)), "")
         if not client:
-            print("lmdp: no DHCP client found (dhclient, dhcpcd, udhcpc)", file=sys.stderr)
+            print(f"lmdp: no DHCP client found ({', '.join(kinds)})", file=sys.stderr)
             return 1
+    if client not in kinds:
+        print(f"lmdp: --dual-stack needs {' or '.join(kinds)} (DHCPv6)", file=sys.stderr)
+        return 1
     lab = Lab()
     checks: list[tuple[str, bool, str]] = []
     try:
@@ -558,13 +638,37 @@ def run_demo(client: str = "auto", keep: bool = False) -> int:
         vm = lab.netns("vm-fedora")
         lab.veth(node, "tap0", vm, "eth0", mac_b=VM_MAC)
         print(f"lab {lab.prefix}: node {node}, VM {vm} ({VM_MAC}) on tap0")
-        lmdp = LmdpProcess(lab, node, write_config(lab.workdir / "node-a.yaml"))
+        v6 = {}
+        if dual_stack:
+            v6 = {
+                "bindings": [{"name": "fedora", "mac": VM_MAC, "ipv4": "10.244.2.26/24",
+                              "ipv6": f"{VM_IP6}/64"}],
+                "dns": {"servers": ["10.96.0.10", DNS_IP6],
+                        "search": ["default.svc.cluster.local"]},
+                "ra": True,
+            }  # fmt: skip
+            # The kernel takes lmdp's RA for dhclient; dhcpcd takes it itself.
+            prepare_ipv6(lab, vm, accept_ra=client == "dhclient")
+        lmdp = LmdpProcess(lab, node, write_config(lab.workdir / "node-a.yaml", **v6))
         lmdp.start()
-        print(f"lmdp serving in {node}; running {client} in the VM")
+        print(
+            f"lmdp serving in {node}"
+            + (f" (IPv6 too: {VM_IP6}/64, RAs on)" if dual_stack else "")
+            + f"; running {client}{' (-4 and -6)' if dual_stack else ''} in the VM"
+        )
         t0 = time.monotonic()
         vc = VmClient(lab, vm, client)
         vc.start()
+        v6c = None
+        if dual_stack:
+            # dhclient -6 returns once bound, dhcpcd -6 at once (DHCPv6 on the RA's M flag).
+            v6c = Dhcp6Client(lab, vm, client, ra=True)
+            v6c.start()
         addrs = wait_for(lambda: ipv4_addresses(lab, vm), 30, what="the VM's address")
+        if dual_stack:
+            wait_for(lambda: ipv6_addresses(lab, vm, tentative=True), 30, 0.05,
+                     "the VM's IPv6 address")  # fmt: skip
+            wait_for(lambda: ipv6_default_routes(lab, vm), 10, 0.05, "an IPv6 default route")
         print(f"bound in {time.monotonic() - t0:.2f}s")
         routes = lab.exec(vm, "ip", "route")
         arping = lab.exec(
@@ -576,7 +680,24 @@ def run_demo(client: str = "auto", keep: bool = False) -> int:
         _section("ip route (VM)", routes)
         _section("arping 169.254.1.1 (VM)", arping)
         _section("ip neigh (VM)", neigh)
+        if dual_stack:
+            neigh6 = _resolve_gateway6(lab, vm)
+            _section(
+                "ip -6 addr show scope global (VM)",
+                lab.exec(vm, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"),
+            )
+            _section("ip -6 route (VM)", lab.exec(vm, "ip", "-6", "route"))
+            _section(f"ip -6 neigh show {GATEWAY_IP6} (VM)", neigh6)
         _section("resolv.conf (VM)", lab.resolv_conf(vm))
+        dns = {}
+        if dual_stack:
+            # Two clients, one file: each rewrites resolv.conf with its own family's servers.
+            dns = {"DHCPv4": vc.received_dns(), "DHCPv6": v6c.received_dns() if v6c else []}
+            print("(two clients, one file: the one that configured last wrote it)")
+            _section(
+                "DNS servers in the clients' leases (VM)",
+                "\n".join(f"{k}: {' '.join(v) or '(none)'}" for k, v in dns.items()),
+            )
         _section("leases (lmdp /leases)", lmdp.get("/leases"))
         checks = [
             ("address 10.244.2.26/24", addrs == ["10.244.2.26/24"], ", ".join(addrs)),
@@ -587,13 +708,34 @@ def run_demo(client: str = "auto", keep: bool = False) -> int:
                 "lladdr 0a:58:a9:fe:01:01" in neigh,
                 "",
             ),  # fmt: skip
-            ("DNS 10.96.0.10", "10.96.0.10" in lab.resolv_conf(vm), ""),
+            (
+                ("DNS 10.96.0.10 (DHCPv4 lease)", "10.96.0.10" in dns["DHCPv4"], "")
+                if dual_stack
+                else ("DNS 10.96.0.10", "10.96.0.10" in lab.resolv_conf(vm), "")
+            ),
             ("MTU 1400", mtu == 1400, str(mtu)),
         ]
         if client == "udhcpc":
             checks = checks[:1] + checks[3:4]  # udhcpc's default script sets no 121 routes
+        if dual_stack:
+            addrs6 = ipv6_addresses(lab, vm, tentative=True)
+            routes6 = ipv6_default_routes(lab, vm)
+            checks += [
+                (
+                    f"IPv6 {VM_IP6}/128, the only global address",
+                    addrs6 == [f"{VM_IP6}/128"],
+                    ", ".join(addrs6),
+                ),
+                (f"default via {GATEWAY_IP6}", routes6 == [f"{GATEWAY_IP6} eth0"],
+                 "; ".join(routes6)),
+                (f"neighbour {GATEWAY_IP6} is {GATEWAY_MAC}", f"lladdr {GATEWAY_MAC}" in neigh6,
+                 neigh6.strip()),
+                (f"DNS {DNS_IP6} (DHCPv6 lease)", DNS_IP6 in dns["DHCPv6"], ""),
+            ]  # fmt: skip
+        if v6c is not None:
+            v6c.stop()
         vc.stop()
-    except LabError as e:
+    except (LabError, subprocess.SubprocessError, OSError) as e:
         print(f"lmdp: demo failed: {e}", file=sys.stderr)
         checks.append(("demo ran", False, str(e)))
     finally:

@@ -44,6 +44,21 @@ solicitations), delayed ACKs are off on its route to the peer, and it never send
 What brings the peer's traffic back after a move is the target lmdp's announcement (or,
 with announcements off, the next frame the VM sends: its DHCP renew, or in router mode
 subnet its probes to the gateway).
+
+Dual stack (`dual_stack=True`, `lmdp lab demo --dual-stack`): the binding also has
+fd00:10:244:2::1a/64, lmdp sends RAs (`ra: true`: default via fe80::1, no prefix) and has an
+IPv6 DNS server, and the VM runs a DHCPv6 client beside the DHCPv4 one. IPv6 is turned on
+for the VM's eth0 and the peer's br0 only (nodes and wire bridge it, as they bridge IPv4).
+The VM stays as silent as IPv6 lets it: no DAD; MLD reports only when it joins a
+solicited-node group (link-local address, then the DHCPv6 one), repeated ~10 ms apart (not
+up to 1 s) so all are out before the first hop (no querier, so none after); router
+solicitations until the first RA. The peer probes the VM's IPv6 address as well, and two
+watchers record what the VM sends on its own (on its wire) and what reaches the peer from
+the VM's MAC: a hop checks that the VM said nothing while it was cut off, and that the peer
+got the target's unsolicited NA. The VM reaches the peer through an on-link host route
+(nothing in the lab answers for the gateway's MAC) and never uses fe80::1, whose entry the
+RA made: a datagram through that STALE entry would make the kernel probe it, unprompted,
+5 s later.
 """
 
 from __future__ import annotations
@@ -58,12 +73,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .lab import (
+    Dhcp6Client,
     Lab,
     LabError,
     LmdpProcess,
     VmClient,
     client_available,
     ipv4_addresses,
+    ipv6_addresses,
+    ipv6_default_routes,
+    metric_sum,
+    prepare_ipv6,
     resolve_gateway,
     wait_for,
     write_config,
@@ -95,6 +115,14 @@ DOWNTIME_LIMIT_MS = 100.0
 STALE_GATEWAY_BOUND = 3.0
 # The request each client sends when the lab asks it to renew after a hop (VmClient.renew).
 RENEW_STATE = {"dhclient": "INIT-REBOOT", "dhcpcd": "RENEWING"}
+# --dual-stack: the VM's IPv6 binding (DHCPv6 gives the address as a /128), the peer's
+# address beside it, the gateway lmdp advertises (RA) and answers for, the DNS servers.
+VM_IP6 = "fd00:10:244:2::1a"
+PEER_IP6 = "fd00:10:244:2::64"
+GATEWAY_IP6 = "fe80::1"
+DNS_SERVERS = ["10.96.0.10", "fd00:10:96::a"]
+# ... and what each DHCPv6 client sends when asked again after a hop (Dhcp6Client.renew).
+RENEW6_MESSAGE = {"dhclient": "CONFIRM", "dhcpcd": "RENEW"}
 
 
 def node_gateway_mac(index: int) -> str:
@@ -129,6 +157,24 @@ class HopResult:
     gw_mac_before: str | None = None  # the MAC that entry held
     gw_neigh_after: str = ""  # ... once the hop's outage is over (or we stopped waiting)
     gw_mac_after: str | None = None  # the MAC that entry holds
+    # --dual-stack: the peer's IPv6 probes, the VM's IPv6 state after its DHCPv6 renew.
+    downtime6_ms: float | None = None
+    downtime6_open: bool = False
+    renew6_nodes: list[str] = field(default_factory=list)  # nodes whose DHCPv6 REPLYs rose
+    addresses6: list[str] = field(default_factory=list)  # global, tentative ones included
+    routes6: list[str] = field(default_factory=list)  # IPv6 default routes, "via dev"
+    gw6_neigh_after: str = ""  # `ip -6 neigh show fe80::1` in the VM after the hop
+    gw6_mac_after: str | None = None
+    # When the hop began, when the probes' replies were back (or we stopped waiting), and
+    # when the hop's checks were done; frames the VM sent unprompted in the first span.
+    t_start: float = 0.0
+    t_moved: float = 0.0
+    t_resumed: float = 0.0
+    t_end: float = 0.0
+    vm_spoke: list[str] = field(default_factory=list)
+    # What the peer received from the VM's MAC (lmdp's announcements, the VM's own frames)
+    # while the VM was cut off: (ms after the port moved, what).
+    peer_heard: list[tuple[float, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -140,6 +186,9 @@ class HopResult:
 
     def gw_outage_text(self) -> str:
         return _ms_text(self.gw_outage_ms, self.gw_outage_open)
+
+    def downtime6_text(self) -> str:
+        return _ms_text(self.downtime6_ms, self.downtime6_open)
 
 
 def _ms_text(ms: float | None, open_: bool) -> str:
@@ -240,6 +289,7 @@ class MigrationLab:
         lease_time: int = 3500,
         announce_mode: str = "warm",
         router_mode: str = "link-local",
+        dual_stack: bool = False,
     ):
         if router_mode not in ROUTER_MODES:
             raise LabError(f"router mode must be one of {', '.join(ROUTER_MODES)}")
@@ -268,10 +318,14 @@ class MigrationLab:
         self.vm = ""
         self.vm_node = nodes[0]
         self.client: VmClient | None = None
+        self.dual_stack = dual_stack
+        self.client6: Dhcp6Client | None = None
         self.store_path = lab.workdir / "leases.db"
         self.peer_status_path = lab.workdir / "peer.json"
         self.vm_status_path = lab.workdir / "vm.json"
         self.gw_probe_status_path = lab.workdir / "vm-gateway-probe.json"
+        self.watch_status_path = lab.workdir / "vm-watch.json"
+        self.peer_watch_status_path = lab.workdir / "peer-watch.json"
         self.traffic: list[subprocess.Popen] = []
         self.hops = 0
 
@@ -303,6 +357,14 @@ class MigrationLab:
         # The peer host is the fabric bridge's own address: one namespace, one L2 segment.
         self._bridge(self.fabric, "br0", mac=PEER_MAC)
         lab.ip(self.fabric, "addr", "add", f"{PEER_IP}/24", "dev", "br0")
+        if self.dual_stack:
+            # The peer's IPv6, on br0 only: no DAD, no router solicitation, no RA taken.
+            lab.exec(self.fabric, "sysctl", "-qw", *(
+                f"net.ipv6.conf.br0.{k}={v}"
+                for k, v in (("accept_dad", 0), ("accept_ra", 0), ("router_solicitations", 0),
+                             ("disable_ipv6", 0))
+            ))  # fmt: skip
+            lab.ip(self.fabric, "-6", "addr", "add", f"{PEER_IP6}/64", "dev", "br0", "nodad")
         for node in self.node_names:
             ns = self._netns(node)
             self.ns[node] = ns
@@ -348,15 +410,20 @@ class MigrationLab:
 
     def write_configs(self) -> None:
         for node in self.node_names:
-            extra = {}
+            extra: dict = {}
+            binding = {"name": VM_NAME, "mac": VM_MAC, "ipv4": f"{VM_IP}/24"}
             if self.subnet_mode:
                 extra["gateway"] = {"router_mode": "subnet", "mac": self.gateway_macs[node]}
+            if self.dual_stack:
+                binding["ipv6"] = f"{VM_IP6}/64"
+                extra["ra"] = True  # default via fe80::1 from lmdp's RA (M, O; no prefix)
+                extra["dns"] = {"servers": DNS_SERVERS, "search": ["default.svc.cluster.local"]}
             write_config(
                 self.lab.workdir / f"{node}.yaml",
                 node=node,
                 interfaces=["vm*"],
                 lease_time=self.lease_time,
-                bindings=[{"name": VM_NAME, "mac": VM_MAC, "ipv4": f"{VM_IP}/24"}],
+                bindings=[binding],
                 store={"backend": "sqlite", "path": str(self.store_path)},
                 announce={"rounds_ms": list(self.rounds), "via": "auto"},
                 **extra,
@@ -377,15 +444,59 @@ class MigrationLab:
             w.wait_ready(timeout)
 
     def start_client(self, timeout: float = 30) -> list[str]:
+        if self.dual_stack:
+            self.start_watch()
+            self.prepare_ipv6()
         self.client = VmClient(self.lab, self.vm, self.client_kind)
         self.client.start()
+        if self.dual_stack:
+            # dhclient -6 returns once bound; dhcpcd at once, so that its DHCPv6 runs while
+            # its DHCPv4 still probes the address (ARP, seconds).
+            self.client6 = Dhcp6Client(self.lab, self.vm, self.client_kind, ra=True)
+            self.client6.start(timeout)
         addrs = wait_for(lambda: ipv4_addresses(self.lab, self.vm), timeout, what="an address")
         wait_for(lambda: "default via" in self.routes(), 10, what="the VM's routes")
         # The lab's silent VM: ACK the peer's stream at once, never from a delayed-ACK timer
         # that could fire just after a move and re-teach the fabric (a frame the VM sends
         # on its own). A host route, so the DHCP-configured routes stay as they were.
         self.lab.ip(self.vm, "route", "add", f"{PEER_IP}/32", "dev", "eth0", "quickack", "1")
+        if self.dual_stack:
+            self.wait_client6(timeout)
         return addrs
+
+    def prepare_ipv6(self) -> None:
+        """IPv6 on the VM's eth0 only (lo and the wire keep it off): no DAD, the RA's
+        default route taken by the kernel (dhclient) or by dhcpcd itself, and the MLD
+        reports the kernel sends when it joins a solicited-node group (for the link-local
+        address now, for the DHCPv6 address later) repeated after 1 ms (~10 ms: the
+        kernel's timer granularity) instead of up to a second, so that all of them are out
+        before the first hop (nothing queries, so none follows)."""
+        self.lab.exec(self.vm, "sysctl", "-qw",
+                      "net.ipv6.conf.eth0.mldv2_unsolicited_report_interval=1",
+                      "net.ipv6.conf.eth0.mldv1_unsolicited_report_interval=1")  # fmt: skip
+        prepare_ipv6(self.lab, self.vm, accept_ra=self.client_kind == "dhclient")
+
+    def wait_client6(self, timeout: float = 30) -> list[str]:
+        """The VM's DHCPv6 client (dhcpcd starts DHCPv6 on the M flag of lmdp's RA) holds
+        the binding's address, and the kernel or dhcpcd the RA's default route; then an
+        on-link host route to the peer (the lab's: nothing in the lab answers for the
+        gateway's MAC, so the VM must not send the peer's replies through fe80::1)."""
+        addrs = wait_for(self.addresses6, timeout, 0.05, "an IPv6 address")
+        wait_for(self.routes6, 10, 0.05, "the VM's IPv6 default route")
+        self.lab.ip(self.vm, "-6", "route", "add", f"{PEER_IP6}/128", "dev", "eth0")
+        return addrs
+
+    def start_watch(self, timeout: float = 10) -> None:
+        """Watch what the VM sends on its own, from its wire (which never moves), and what
+        reaches the peer from the VM's MAC (lmdp's announcements on the VM's behalf)."""
+        for ns, ifname, path in (
+            (self.wire, WIRE_GUEST, self.watch_status_path),
+            (self.fabric, "br0", self.peer_watch_status_path),
+        ):
+            self._traffic(ns, "watch", "--status", str(path), "--ifname", ifname,
+                          "--mac", VM_MAC)  # fmt: skip
+        for path in (self.watch_status_path, self.peer_watch_status_path):
+            wait_for(path.exists, timeout, 0.02, "the watchers")
 
     def _traffic(self, ns: str, *args: str) -> None:
         self.traffic.append(
@@ -404,9 +515,13 @@ class MigrationLab:
         """The VM's receiver and echo responder, then the peer's stream and probes; in
         router mode subnet also the gateways' echo responders and the VM's probes to its
         gateway."""
-        self._traffic(self.vm, "vm", "--status", str(self.vm_status_path))
+        ipv6 = ["--udp6"] if self.dual_stack else []
+        self._traffic(self.vm, "vm", "--status", str(self.vm_status_path), *ipv6)
         wait_for(self.vm_status_path.exists, timeout, 0.05, "the VM's traffic responder")
-        self._traffic(self.fabric, "peer", "--status", str(self.peer_status_path), "--vm", VM_IP)
+        ipv6 = ["--vm6", VM_IP6] if self.dual_stack else []
+        self._traffic(
+            self.fabric, "peer", "--status", str(self.peer_status_path), "--vm", VM_IP, *ipv6
+        )
         if self.subnet_mode:
             echoes = [self.lab.workdir / f"gw-{node}.json" for node in self.gw_ns]
             for node, status in zip(self.gw_ns, echoes, strict=True):
@@ -421,6 +536,7 @@ class MigrationLab:
                 self.vm_status().get("bytes", 0) > 0
                 and self.peer_status().get("replies")
                 and (not self.subnet_mode or self.gw_probe_status().get("replies"))
+                and (not self.dual_stack or self.peer6_status().get("replies"))
             ),
             timeout,
             0.05,
@@ -454,6 +570,60 @@ class MigrationLab:
     def gw_probe_status(self) -> dict:
         return self._read(self.gw_probe_status_path)
 
+    def peer6_status(self) -> dict:
+        status = self.peer_status()
+        return {**status.get("ipv6", {}), **({"t": status["t"]} if "t" in status else {})}
+
+    def vm_frames(self) -> list[tuple[float, str, bool]]:
+        """What the VM sent other than TCP and UDP: (time, what, unprompted)."""
+        return [tuple(f) for f in self._read(self.watch_status_path).get("frames", [])]
+
+    def peer_frames(self) -> list[tuple[float, str, bool]]:
+        """What reached the peer from the VM's MAC other than TCP and UDP."""
+        return [tuple(f) for f in self._read(self.peer_watch_status_path).get("frames", [])]
+
+    def addresses6(self) -> list[str]:
+        """The VM's global IPv6 addresses, tentative ones included."""
+        return ipv6_addresses(self.lab, self.vm, tentative=True)
+
+    def routes6(self) -> list[str]:
+        return ipv6_default_routes(self.lab, self.vm)
+
+    def gateway6_neigh(self) -> str:
+        return self.lab.exec(self.vm, "ip", "-6", "neigh", "show", GATEWAY_IP6, "dev", "eth0")
+
+    def gateway6_mac(self) -> str | None:
+        out = self.lab.exec(self.vm, "ip", "-j", "-6", "neigh", "show", GATEWAY_IP6, "dev", "eth0")
+        entries = json.loads(out or "[]")
+        return entries[0].get("lladdr") if entries else None
+
+    def resolve_gateway6(self) -> str:
+        """The VM's entry for fe80::1: the RA's source link-layer address made it already
+        when the kernel takes the RA (dhclient); otherwise one datagram makes the kernel ask
+        (lmdp answers). An entry that exists is left alone: a datagram through a STALE
+        entry would make the kernel probe it, unprompted, 5 s later."""
+        if self.gateway6_mac() is None:
+            send = (
+                "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+                f"s.sendto(b'lmdp', ('{GATEWAY_IP6}', 9, 0, socket.if_nametoindex('eth0')))"
+            )
+            self.lab.exec(self.vm, sys.executable, "-c", send, check=False)
+            try:
+                wait_for(self.gateway6_mac, 3, 0.05, f"a neighbour entry for {GATEWAY_IP6}")
+            except LabError:
+                pass
+        return self.gateway6_neigh()
+
+    def replies(self) -> dict[str, dict[str, float]]:
+        """Per node, the DHCPACKs and DHCPv6 REPLYs it sent (one /metrics read per node)."""
+        out = {}
+        for node, p in self.lmdp.items():
+            text = p.get("/metrics")
+            out[node] = {
+                t: metric_sum(text, "lmdp_replies_sent_total", type=t) for t in ("DHCPACK", "REPLY")
+            }
+        return out
+
     def gateway_neigh(self) -> str:
         """The VM's neighbour entry for its gateway, as `ip neigh` shows it."""
         return self.lab.exec(self.vm, "ip", "neigh", "show", self.gateway_ip, "dev", "eth0")
@@ -479,12 +649,22 @@ class MigrationLab:
         return ipv4_addresses(self.lab, self.vm)
 
     def snapshot(self) -> dict[str, str]:
-        """The VM's view, as a user would look at it: `ip a`, `ip route`, `ip neigh`."""
-        return {
+        """The VM's view, as a user would look at it: `ip a`, `ip route`, `ip neigh`; with
+        IPv6 also its global address, IPv6 routes and its entry for the IPv6 gateway."""
+        views = {
             "ip a": self.lab.exec(self.vm, "ip", "a"),
             "ip route": self.lab.exec(self.vm, "ip", "route"),
             "ip neigh": self.lab.exec(self.vm, "ip", "neigh"),
         }
+        if self.dual_stack:
+            views |= {
+                "ip -6 addr show scope global": self.lab.exec(
+                    self.vm, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"
+                ),
+                "ip -6 route": self.lab.exec(self.vm, "ip", "-6", "route"),
+                f"ip -6 neigh show {GATEWAY_IP6}": self.gateway6_neigh(),
+            }
+        return views
 
     def resolve_gateway(self) -> str:
         return resolve_gateway(self.lab, self.vm, self.gateway_ip)
@@ -493,10 +673,7 @@ class MigrationLab:
         return self.lmdp[node].metric("lmdp_vm_arrivals_total", trigger=trigger)
 
     def acks(self) -> dict[str, float]:
-        return {
-            node: p.metric("lmdp_replies_sent_total", type="DHCPACK")
-            for node, p in self.lmdp.items()
-        }
+        return {node: counts["DHCPACK"] for node, counts in self.replies().items()}
 
     def store_node(self) -> str | None:
         from .stores.sqlite import SqliteLeaseStore
@@ -520,6 +697,10 @@ class MigrationLab:
         """The longest gap between the peer's probe replies that ended after `since` (ms),
         and whether the current gap is still open (then the value is a lower bound)."""
         return _longest_gap(self.peer_status(), since)
+
+    def downtime6(self, since: float) -> tuple[float | None, bool]:
+        """The same for the peer's IPv6 probes."""
+        return _longest_gap(self.peer6_status(), since)
 
     def gateway_outage(self, since: float) -> tuple[float | None, bool]:
         """The same for the VM's probes to its gateway, counted from `since` at the
@@ -597,7 +778,7 @@ class MigrationLab:
         if self.subnet_mode:
             r.gw_neigh_before = self.gateway_neigh()
             r.gw_mac_before = self.gateway_mac_in_cache()
-        t0 = time.monotonic()
+        t0 = r.t_start = time.monotonic()
         if fail:
             # The port leaves the source but never comes up on the target (left down and
             # outside its bridge); the orchestrator gives up and puts it back on the source.
@@ -610,7 +791,7 @@ class MigrationLab:
         else:
             self._move_port(source, target)
             r.moved = True
-        t_moved = time.monotonic()
+        t_moved = r.t_moved = time.monotonic()
         r.move_ms = (t_moved - t0) * 1000
         self.vm_node = r.served_by
         if rarp:
@@ -627,15 +808,22 @@ class MigrationLab:
             )
 
         def replies_resumed() -> bool:
-            return resumed(self.peer_status()) and (
-                not self.subnet_mode or resumed(self.gw_probe_status())
+            return (
+                resumed(self.peer_status())
+                and (not self.subnet_mode or resumed(self.gw_probe_status()))
+                and (not self.dual_stack or resumed(self.peer6_status()))
             )
 
         try:
             wait_for(replies_resumed, bound, 0.02, "probe replies")
         except LabError:
             pass
+        r.t_resumed = time.monotonic()
         r.downtime_ms, r.downtime_open = self.downtime(t0)
+        if self.dual_stack:
+            r.downtime6_ms, r.downtime6_open = self.downtime6(t0)
+            r.gw6_neigh_after = self.gateway6_neigh()
+            r.gw6_mac_after = self.gateway6_mac()
         if r.downtime_open:
             r.fdb = self.fdb(r.served_by)
         if self.subnet_mode:
@@ -645,15 +833,23 @@ class MigrationLab:
         r.store_node_before_renew = self.store_node()
         # The renew: a real DHCP client asks again; the node now serving must ACK it.
         # (Counted from here: lmdp forgets a port's counters when the port leaves it.)
-        acks_before = self.acks()
+        before = self.replies()
         try:
             assert self.client is not None
             self.client.renew()
         except LabError as e:
             r.errors.append(f"renew: {e}")
         r.addresses = self.addresses()
-        acks_after = self.acks()
-        r.renew_nodes = [n for n in self.node_names if acks_after[n] > acks_before[n]]
+        after = None
+        if self.dual_stack:
+            try:
+                after = self.renew6(before)
+            except LabError as e:
+                r.errors.append(f"IPv6 renew: {e}")
+            r.addresses6, r.routes6 = self.addresses6(), self.routes6()
+        after = after or self.replies()
+        r.renew_nodes = [n for n in self.node_names if after[n]["DHCPACK"] > before[n]["DHCPACK"]]
+        r.renew6_nodes = [n for n in self.node_names if after[n]["REPLY"] > before[n]["REPLY"]]
         r.routes_same = self.routes() == routes_before
         # The same stream, still flowing: new bytes after the hop on the one connection.
         flowing_from = self.vm_status().get("bytes", 0)
@@ -676,7 +872,42 @@ class MigrationLab:
         )
         r.store_node = self.store_node()
         r.carrier_changes = self.carrier_changes() - carrier_before
+        if self.dual_stack:
+            r.t_end = time.monotonic()
+            r.vm_spoke = [
+                what for t, what, unprompted in self.vm_frames()
+                if unprompted and r.t_start <= t <= r.t_resumed
+            ]  # fmt: skip
+            r.peer_heard = [
+                ((t - t_moved) * 1000, what)
+                for t, what, _ in self.peer_frames()
+                if r.t_start <= t <= r.t_resumed
+            ]
         return r
+
+    def renew6(
+        self, before: dict[str, dict[str, float]], attempts: int = 3, wait: float = 1.5
+    ) -> dict[str, dict[str, float]]:
+        """The DHCPv6 client asks again (Dhcp6Client.renew) until a node's REPLYs rise above
+        `before` (a `replies()`); returns the `replies()` that showed it. dhcpcd may lose the
+        signal behind `dhcpcd -N`: it is asked again (dhclient -6 returns once answered)."""
+        assert self.client6 is not None
+        last: dict[str, dict[str, float]] = {}
+
+        def answered() -> bool:
+            last.update(self.replies())
+            return any(last[n]["REPLY"] > before[n]["REPLY"] for n in self.node_names)
+
+        tries = attempts if self.client_kind == "dhcpcd" else 1
+        for attempt in range(tries):
+            self.client6.renew()
+            try:
+                wait_for(answered, wait, 0.02, "a DHCPv6 REPLY")
+                return last
+            except LabError:
+                if attempt == tries - 1:
+                    raise
+        return last
 
 
 # -- the demo ---------------------------------------------------------------------------------
@@ -691,6 +922,12 @@ def _renew_text(h: HopResult) -> str:
     if h.renew_nodes:
         return f"ACK by {','.join(h.renew_nodes)}, {' '.join(h.addresses)}"
     return f"no ACK, {' '.join(h.addresses) or 'no address'}"
+
+
+def _renew6_text(h: HopResult) -> str:
+    if h.renew6_nodes:
+        return f"REPLY by {','.join(h.renew6_nodes)}, {' '.join(h.addresses6)}"
+    return f"no REPLY, {' '.join(h.addresses6) or 'no address'}"
 
 
 def _gateway_text(h: HopResult, gateway_macs: dict[str, str]) -> str:
@@ -708,24 +945,31 @@ def _stale_note(h: HopResult, gateway_macs: dict[str, str]) -> str:
     return ""
 
 
-def hop_table(hops: list[HopResult], gateway_macs: dict[str, str] | None = None) -> str:
+def hop_table(
+    hops: list[HopResult], gateway_macs: dict[str, str] | None = None, ipv6: bool = False
+) -> str:
     """One row per hop; with `gateway_macs` (router mode subnet) the VM's gateway entry and
-    its outage toward the gateway come first."""
+    its outage toward the gateway come first; with `ipv6` (--dual-stack) the peer's IPv6
+    downtime follows the IPv4 one, and the DHCPv6 renew the DHCPv4 one."""
     if gateway_macs is None:
-        rows = [("hop", "node", "TCP same conn", "KiB in hop", "downtime ms", "renew")]
+        head = ["hop", "node", "TCP same conn", "KiB in hop", "downtime ms"]
     else:
-        rows = [
-            ("hop", "node", "VM's gateway MAC after", "VM->gateway outage ms",
-             "peer->VM ms", "TCP same conn", "renew"),
-        ]  # fmt: skip
+        head = ["hop", "node", "VM's gateway MAC after", "VM->gateway outage ms", "peer->VM ms"]
+    head += ["IPv6 ms"] if ipv6 else []
+    head += ["TCP same conn"] if gateway_macs is not None else []
+    head += ["renew", "IPv6 renew"] if ipv6 else ["renew"]
+    rows = [tuple(head)]
     for h in hops:
         arrow = f"{h.source} -> {h.target}" + (" (failed)" if h.served_by == h.source else "")
         tcp = "yes" if h.tcp_same else "NO"
+        v6 = [h.downtime6_text()] if ipv6 else []
         if gateway_macs is None:
-            row = (tcp, f"{h.tcp_bytes / 1024:.0f}", h.downtime_text())
+            row = [tcp, f"{h.tcp_bytes / 1024:.0f}", h.downtime_text(), *v6]
         else:
-            row = (_gateway_text(h, gateway_macs), h.gw_outage_text(), h.downtime_text(), tcp)
-        rows.append((str(h.hop), arrow, *row, _renew_text(h)))
+            row = [_gateway_text(h, gateway_macs), h.gw_outage_text(), h.downtime_text(), *v6,
+                   tcp]  # fmt: skip
+        row += [_renew_text(h)] + ([_renew6_text(h)] if ipv6 else [])
+        rows.append((str(h.hop), arrow, *row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -733,10 +977,15 @@ def hop_table(hops: list[HopResult], gateway_macs: dict[str, str] | None = None)
 
 
 def hop_checks(
-    h: HopResult, announcing: bool, gateway_macs: dict[str, str] | None = None
+    h: HopResult,
+    announcing: bool,
+    gateway_macs: dict[str, str] | None = None,
+    ipv6: bool = False,
 ) -> list[tuple[str, bool, str]]:
-    """What must hold after a hop; `gateway_macs`: router mode subnet, one MAC per node."""
+    """What must hold after a hop; `gateway_macs`: router mode subnet, one MAC per node;
+    `ipv6`: --dual-stack."""
     label = f"hop {h.hop} {h.source} -> {h.target}"
+    announced = announcing and h.served_by == h.target
     checks = [
         (f"{label}: same TCP connection, still flowing", h.tcp_same, f"{h.tcp_bytes} B"),
         (
@@ -752,7 +1001,7 @@ def hop_checks(
             f"{h.carrier_changes} carrier changes" if h.carrier_changes else "",
         ),
     ]
-    if announcing and h.served_by == h.target:
+    if announced:
         checks.append(
             (
                 f"{label}: downtime <= {DOWNTIME_LIMIT_MS:.0f} ms",
@@ -765,7 +1014,7 @@ def hop_checks(
         )
     if gateway_macs is not None:
         served_mac = gateway_macs[h.served_by]
-        if announcing and h.served_by == h.target:
+        if announced:
             checks += [
                 (
                     f"{label}: the VM's gateway entry is {h.served_by}'s ({served_mac})",
@@ -789,8 +1038,72 @@ def hop_checks(
                     f"{_gateway_text(h, gateway_macs)}, outage {h.gw_outage_text()} ms",
                 )
             )
+    if ipv6:
+        checks += ipv6_hop_checks(h, label, announced, gateway_macs)
     if h.errors:
         checks.append((f"{label}: no errors", False, "; ".join(h.errors)))
+    return checks
+
+
+def ipv6_hop_checks(
+    h: HopResult, label: str, announced: bool, gateway_macs: dict[str, str] | None
+) -> list[tuple[str, bool, str]]:
+    """--dual-stack: the VM's IPv6 after the hop, the peer's IPv6 probes, and the VM's
+    silence while it was cut off (anything it sent then could have re-taught the fabric
+    before lmdp's announcement did)."""
+    checks = [
+        (
+            f"{label}: IPv6 {VM_IP6}/128, the only global address",
+            h.addresses6 == [f"{VM_IP6}/128"],
+            " ".join(h.addresses6) or "none",
+        ),
+        (
+            f"{label}: IPv6 default via {GATEWAY_IP6}",
+            h.routes6 == [f"{GATEWAY_IP6} eth0"],
+            "; ".join(h.routes6) or "none",
+        ),
+        (
+            f"{label}: IPv6 renew answered by {h.served_by} only",
+            h.renew6_nodes == [h.served_by],
+            ",".join(h.renew6_nodes) or "no REPLY",
+        ),
+    ]
+    # Router mode subnet without the target's NA for fe80::1, the entry keeps the source's.
+    if gateway_macs is None or announced:
+        mac = GATEWAY_MAC if gateway_macs is None else gateway_macs[h.served_by]
+        owner = f"{h.served_by}'s " if gateway_macs is not None else ""
+        checks.append(
+            (
+                f"{label}: the VM's {GATEWAY_IP6} entry is {owner}{mac}",
+                h.gw6_mac_after == mac,
+                h.gw6_neigh_after.strip() or "no entry",
+            )
+        )
+    if announced:
+        na = [ms for ms, what in h.peer_heard if what == f"unsolicited NA {VM_IP6}"]
+        checks += [
+            (
+                f"{label}: IPv6 downtime <= {DOWNTIME_LIMIT_MS:.0f} ms",
+                h.downtime6_ms is not None
+                and not h.downtime6_open
+                and h.downtime6_ms <= DOWNTIME_LIMIT_MS,
+                f"{h.downtime6_text()} ms",
+            ),
+            (
+                f"{label}: the peer got {h.served_by}'s unsolicited NA for {VM_IP6}",
+                bool(na),
+                f"{na[0]:.0f} ms after the move" if na else "none",
+            ),
+        ]
+    # Router mode subnet: the VM's 1 ms UDP probes to its gateway are its own, by design.
+    but = " but its gateway probes" if gateway_macs is not None else ""
+    checks.append(
+        (
+            f"{label}: the VM sent nothing{but} on its own while cut off",
+            not h.vm_spoke,
+            ", ".join(h.vm_spoke),
+        )
+    )
     return checks
 
 
@@ -800,6 +1113,15 @@ def pick_client(client: str) -> str:
     return client if client_available(client) else ""
 
 
+def _heard_text(h: HopResult) -> str:
+    """What first reached the peer from the VM's MAC after the move (lmdp's round 0)."""
+    if not h.peer_heard:
+        return "the peer heard nothing from the VM's MAC while it was cut off"
+    first = h.peer_heard[0][0]
+    frames = [what for ms, what in h.peer_heard if ms - first < 5]
+    return f"the peer heard {', '.join(frames)} {first:.0f} ms after the move"
+
+
 def _print_hop(ml: MigrationLab, h: HopResult) -> None:
     how = (
         f"renew ACK by {','.join(h.renew_nodes) or 'nobody'} (port moved in {h.move_ms:.0f} ms"
@@ -807,21 +1129,73 @@ def _print_hop(ml: MigrationLab, h: HopResult) -> None:
     )
     if not ml.subnet_mode:
         print(f"hop {h.hop}: {h.source} -> {h.target}: downtime {h.downtime_text()} ms, {how}")
-        return
-    print(f"hop {h.hop}: {h.source} -> {h.target}")
-    for when, neigh, mac in (
-        ("before", h.gw_neigh_before, h.gw_mac_before),
-        ("after: ", h.gw_neigh_after, h.gw_mac_after),
-    ):
-        owner = ml.gateway_owner(mac)
+    else:
+        print(f"hop {h.hop}: {h.source} -> {h.target}")
+        for when, neigh, mac in (
+            ("before", h.gw_neigh_before, h.gw_mac_before),
+            ("after: ", h.gw_neigh_after, h.gw_mac_after),
+        ):
+            owner = ml.gateway_owner(mac)
+            print(
+                f"  VM's ip neigh {when} {neigh.strip() or '(none)'}"
+                + (f"  ({owner}'s gateway)" if owner else "")
+            )
         print(
-            f"  VM's ip neigh {when} {neigh.strip() or '(none)'}"
-            + (f"  ({owner}'s gateway)" if owner else "")
+            f"  VM -> gateway outage {h.gw_outage_text()} ms{_stale_note(h, ml.gateway_macs)}; "
+            f"peer -> VM downtime {h.downtime_text()} ms; {how}"
         )
-    print(
-        f"  VM -> gateway outage {h.gw_outage_text()} ms{_stale_note(h, ml.gateway_macs)}; "
-        f"peer -> VM downtime {h.downtime_text()} ms; {how}"
-    )
+    if ml.dual_stack:
+        owner = ml.gateway_owner(h.gw6_mac_after) if ml.subnet_mode else None
+        spoke = ", ".join(h.vm_spoke) if h.vm_spoke else "nothing"
+        print(
+            f"  IPv6: downtime {h.downtime6_text()} ms, "
+            f"{RENEW6_MESSAGE[ml.client_kind]} answered by "
+            f"{','.join(h.renew6_nodes) or 'nobody'}; {' '.join(h.addresses6) or 'no address'}, "
+            f"{'; '.join(h.routes6) and 'default via ' + '; '.join(h.routes6) or 'no default'}"
+            f"; {GATEWAY_IP6} at {h.gw6_mac_after or '?'}"
+            + (f" ({owner}'s)" if owner else "")
+            + f"\n  {_heard_text(h)}; the VM sent {spoke}"
+            + (" but its gateway probes" if ml.subnet_mode else "")
+            + " on its own while cut off"
+        )
+
+
+def noise_report(ml: MigrationLab, hops: list[HopResult]) -> str:
+    """What the VM sent unprompted (other than TCP and UDP), by phase of the demo."""
+    phases: list[tuple[str, float, float]] = []
+    if hops:
+        phases.append(("setting up (before hop 1)", float("-inf"), hops[0].t_start))
+    for h in hops:
+        phases += [
+            (f"hop {h.hop}, while cut off", h.t_start, h.t_resumed),
+            (f"hop {h.hop}, after (the renews)", h.t_resumed, h.t_end),
+        ]
+    if hops:
+        phases.append(("after the hops", hops[-1].t_end, float("inf")))
+    lines = []
+    frames = [(t, what) for t, what, unprompted in ml.vm_frames() if unprompted]
+    for name, start, end in phases:
+        counts: dict[str, int] = {}
+        for t, what in frames:
+            if start <= t < end or (end == float("inf") and t >= start):
+                counts[what] = counts.get(what, 0) + 1
+        text = ", ".join(f"{w} x{n}" if n > 1 else w for w, n in counts.items())
+        lines.append(f"{name + ':':34} {text or 'nothing'}")
+    return "\n".join(lines)
+
+
+DUAL_STACK_NOTE = f"""\
+IPv6 is on in the VM (eth0 only) and at the peer (br0 only); nodes and wire bridge it. The
+VM has no DAD (accept_dad 0) and takes lmdp's RA; it sends router solicitations until that
+RA comes, and MLD reports only when it joins a group (for its link-local address, then for
+its DHCPv6 one), repeated ~10 ms apart instead of up to 1 s so that all are out before hop
+1; nothing queries, so none follows. Its echo replies carry MSG_CONFIRM, so it never probes
+the peer's neighbour entry on its own. It reaches the peer by an on-link route (the lab's:
+{PEER_IP6} dev eth0) and never through fe80::1, whose entry the RA made. Each renew
+makes the client or its script send more (MLD reports once the address is set again;
+dhcpcd also an unsolicited NA and a gratuitous ARP for its addresses, at times an RS), but
+only once the traffic is back. The fabric is one L2 segment and the VM keeps its MAC: the first
+of lmdp's announcement frames, ARP or NA, re-teaches it for both families."""
 
 
 def run_migration_demo(
@@ -830,6 +1204,7 @@ def run_migration_demo(
     hops: int = 3,
     announce: bool = True,
     router_mode: str = "link-local",
+    dual_stack: bool = False,
 ) -> int:
     if os.geteuid() != 0:
         print("lmdp: the lab needs root (network namespaces)", file=sys.stderr)
@@ -851,6 +1226,7 @@ def run_migration_demo(
             client=kind,
             announce_rounds_ms=None if announce else [],
             router_mode=router_mode,
+            dual_stack=dual_stack,
         )
         subnet = ml.subnet_mode
         macs = ml.gateway_macs if subnet else None
@@ -862,26 +1238,38 @@ def run_migration_demo(
             else f"gateway {GATEWAY_IP} at {GATEWAY_MAC} everywhere"
         )
         print(
-            f"lab {lab.prefix}: fabric (peer {PEER_IP}), {', '.join(NODES)} (br-vm, lmdp on "
+            f"lab {lab.prefix}: fabric (peer {PEER_IP}"
+            + (f", {PEER_IP6}" if dual_stack else "")
+            + f"), {', '.join(NODES)} (br-vm, lmdp on "
             f"{PORT}), VM {VM_NAME} {VM_MAC} on {ml.vm_node}; router mode {router_mode}, "
-            f"{gateways}; announcements " + (f"at {ml.rounds} ms" if announce else "off")
+            f"{gateways}"
+            + (f" (IPv6: {GATEWAY_IP6}, RAs on)" if dual_stack else "")
+            + "; announcements "
+            + (f"at {ml.rounds} ms" if announce else "off")
         )
         ml.start_lmdp()
         ml.start_client()
         ml.start_traffic()
         ml.resolve_gateway()
+        if dual_stack:
+            ml.resolve_gateway6()
         before = ml.snapshot()
         conn = ml.tcp_connection()
+        v6 = f" and {' '.join(ml.addresses6())}" if dual_stack else ""
         print(
-            f"{kind} bound {' '.join(ml.addresses())} on {ml.vm_node}; TCP stream "
+            f"{kind} bound {' '.join(ml.addresses())}{v6} on {ml.vm_node}; TCP stream "
             f"{PEER_IP}:{conn[1] if conn else '?'} -> {VM_IP}:{conn[2] if conn else '?'} "
-            f"and 1 ms UDP probes running"
+            f"and 1 ms UDP probes{' (IPv4 and IPv6)' if dual_stack else ''} running"
             + (f", and the VM probes its gateway {SUBNET_GATEWAY_IP} every 1 ms" if subnet else "")
-            + f"; after each hop the client renews ({RENEW_STATE[kind]} REQUEST)"
+            + f"; after each hop the client renews ({RENEW_STATE[kind]} REQUEST"
+            + (f"; DHCPv6 {RENEW6_MESSAGE[kind]}" if dual_stack else "")
+            + ")"
         )
         for title, body in before.items():
             _section(f"{title} (VM, before)", body)
         print(f"({PEER_IP} ... quickack 1 is the lab's: no delayed ACK may speak for the VM)")
+        if dual_stack:
+            print(f"({PEER_IP6} dev eth0 is the lab's: the peer is on-link for the VM)")
         route = [NODES[(i + 1) % len(NODES)] for i in range(hops)]
         # With announcements off in subnet mode the stale entry lasts tens of seconds.
         bound = STALE_GATEWAY_BOUND if subnet and not announce else 2.0
@@ -890,12 +1278,12 @@ def run_migration_demo(
             h = ml.migrate(target, bound=bound)
             results.append(h)
             _print_hop(ml, h)
-            checks += hop_checks(h, ml.announcing, macs)
+            checks += hop_checks(h, ml.announcing, macs, ipv6=dual_stack)
         neigh = ml.resolve_gateway()
         after = ml.snapshot()
         for title, body in after.items():
             _section(f"{title} (VM, after {hops} hops)", body)
-        _section("hops", hop_table(results, macs))
+        _section("hops", hop_table(results, macs, ipv6=dual_stack))
         checks += [
             (
                 "address and routes as before",
@@ -914,6 +1302,30 @@ def run_migration_demo(
                     neigh.strip(),
                 )
             )
+        if dual_stack:
+            checks.append(
+                (
+                    f"IPv6 {VM_IP6}/128 and default via {GATEWAY_IP6} as before",
+                    ml.addresses6() == [f"{VM_IP6}/128"]
+                    and ml.routes6() == [f"{GATEWAY_IP6} eth0"],
+                    "",
+                )
+            )
+            if announce or not subnet:
+                mac = ml.gateway_macs[ml.vm_node]
+                checks.append(
+                    (
+                        f"neighbour {GATEWAY_IP6} is {mac}"
+                        + (f" ({ml.vm_node}'s gateway)" if subnet else ""),
+                        ml.gateway6_mac() == mac,
+                        ml.gateway6_neigh().strip(),
+                    )
+                )
+            _section(
+                "what the VM sent on its own (all but TCP and UDP, seen on its wire)",
+                noise_report(ml, results),
+            )
+            print(DUAL_STACK_NOTE)
         # What the hops' warm `lmdp announce` calls did not pay: the command's start-up.
         cold = ml.announce(ml.vm_node, mode="cold")
         print(

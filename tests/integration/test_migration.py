@@ -10,6 +10,10 @@ down: only its tap (`vm0`) moves between the nodes.
 Router mode subnet (current OVN-Kubernetes) gives every node its own gateway MAC for
 10.244.2.1 and a gateway that only its own node reaches; the VM probes it every 1 ms, and
 its outage is the longest gap between those replies.
+
+Dual stack: the VM also holds an IPv6 address from DHCPv6 and its default route from lmdp's
+RA; IPv6 is on for the VM and the peer only, and watchers check that the VM stays silent
+while it is cut off and that the peer gets the target's unsolicited NA.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import pytest
 from dataplane.labmigration import (
     DOWNTIME_LIMIT_MS,
     GATEWAY_IP,
+    GATEWAY_IP6,
+    GATEWAY_MAC,
     SUBNET_GATEWAY_IP,
     VM_IP,
+    VM_IP6,
     MigrationLab,
 )
 
@@ -153,6 +160,34 @@ def test_subnet_mode_without_announcements_the_stale_gateway_entry_black_holes(m
     assert h.tcp_same and h.carrier_changes == 0
 
 
+def test_dual_stack_vm_keeps_its_ipv6_address_and_default_route(migration_lab):
+    """dhclient -4 and -6 with lmdp's RAs: one global IPv6 address (the binding's, from
+    DHCPv6) and `default via fe80::1` before and after each hop; the DHCPv6 CONFIRM after a
+    hop is answered by the target only; the peer's IPv6 probes are back within the limit,
+    having got the target's unsolicited NA for the VM; the VM said nothing while cut off."""
+    ml = migration_lab(dual_stack=True)
+    assert ml.addresses6() == [f"{VM_IP6}/128"]
+    assert ml.routes6() == [f"{GATEWAY_IP6} eth0"]
+    assert ml.gateway6_mac() == GATEWAY_MAC  # made by the RA's source link-layer address
+    for target in ("node-b", "node-c"):
+        h = ml.migrate(target)
+        assert not h.errors, h
+        assert h.addresses6 == [f"{VM_IP6}/128"] and h.routes6 == [f"{GATEWAY_IP6} eth0"], h
+        assert h.renew6_nodes == [target], f"hop {h.hop}: DHCPv6 REPLY by {h.renew6_nodes}"
+        assert h.renew_nodes == [target] and h.addresses == [f"{VM_IP}/24"] and h.tcp_same
+        assert h.gw6_mac_after == GATEWAY_MAC, h.gw6_neigh_after
+        assert h.vm_spoke == [], f"hop {h.hop}: the VM spoke while cut off: {h.vm_spoke}"
+        assert f"unsolicited NA {VM_IP6}" in [what for _, what in h.peer_heard], h.peer_heard
+        for family, ms, still_open in (
+            ("IPv4", h.downtime_ms, h.downtime_open),
+            ("IPv6", h.downtime6_ms, h.downtime6_open),
+        ):
+            assert not still_open and ms <= DOWNTIME_LIMIT_MS, (
+                f"hop {h.hop} to {target}: {family} downtime {ms} ms"
+            )
+    assert ml.addresses6() == [f"{VM_IP6}/128"] and ml.routes6() == [f"{GATEWAY_IP6} eth0"]
+
+
 def lmdp(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dataplane.cli", *args],
@@ -194,3 +229,5 @@ def test_lab_demo_usage_errors_are_one_line():
     assert lmdp("lab", "demo", "--hops", "0").returncode == 2
     p = lmdp("lab", "demo", "--simple", "--router-mode", "subnet")
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
+    p = lmdp("lab", "demo", "--simple", "--dual-stack", "--client", "udhcpc")
+    assert p.returncode == 2 and "DHCPv6" in p.stderr and p.stderr.strip().count("\n") == 0
