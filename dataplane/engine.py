@@ -177,6 +177,10 @@ class Engine:
         if self.loop is not None:
             self.loop.remove_reader(port.psock.fd)
             self.loop.add_reader(port.psock.fd, self._on_readable, port)
+        if self._ra_frame is not None:
+            # The RA sent at attach is lost when the port appears down (a migrated VM's tap
+            # is brought up after it is created); a change of state sends it again.
+            self._advertise(port)
 
     def detach(self, ifname: str) -> bool:
         port = self.ports.pop(ifname, None)

@@ -258,3 +258,19 @@ def test_reused_answer_is_counted_on_its_own_port(engine, port):
         )
         == 1
     )
+
+
+def test_ra_sent_again_when_an_attached_port_changes_state(tmp_path, monkeypatch):
+    """A port attached while down loses its first RA; coming up must send one."""
+    config = parse_config({"node": "n", "ra": True, "store": {"path": str(tmp_path / "l.db")}})
+    e = Engine(config)
+    try:
+        port = Port("tap0", FakeSocket())
+        port.psock.ifindex, port.psock.sock = 7, None
+        e.ports["tap0"] = port
+        monkeypatch.setattr("dataplane.engine.clear_error", lambda sock: 0)
+        e.link_changed("add", "tap0", 7, True)  # netlink: tap0 changed (came up)
+        ras = [f for f in port.psock.sent if f[12:14] == b"\x86\xdd" and f[54] == 134]
+        assert len(ras) == 1 and ras[0][6:12] == GW_MAC
+    finally:
+        e.close()
