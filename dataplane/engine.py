@@ -203,7 +203,10 @@ class Engine:
         except OSError as e:
             self._warn_log(logging.WARNING, "receive on %s failed: %s", port.ifname, e)
             return
-        self.process_batch(port, frames, time.time())
+        try:
+            self.process_batch(port, frames, time.time())
+        finally:
+            port.psock.flush()  # the batch's replies, in one send (afpacket's TX ring)
 
     def process_batch(self, port: Port, frames: Iterable[bytes], now: float) -> None:
         """Every frame of one batch received on `port` (also `lmdp replay`'s entry point).

@@ -1,0 +1,195 @@
+"""Write benchmarks/results/README.md: every benchmark's table, with its machine and date.
+
+    .venv/bin/python benchmarks/report.py      (`make bench` runs it last)
+
+Each benchmark writes benchmarks/results/NAME.json. The README is generated from those files
+only, so a benchmark that has not run is simply absent. The schema a benchmark writes
+(every key but "table"/"tables" optional; extra keys are kept in the JSON and ignored here):
+
+    {
+      "benchmark": "kea",                       # NAME, as in results/NAME.json
+      "title": "DHCP against Kea",              # the README heading
+      "date": "2026-11-26 00:01 UTC",
+      "machine": {"cpu": "AMD EPYC", "cpus": 2, "memory_gib": 23.5,
+                  "python": "CPython 3.11.7", "kernel": "6.1.0", "lmdp": "cd762dd-dirty"},
+      "command": "benchmarks/kea.py --family 4",  # how the figures were made
+      "summary": "one paragraph of markdown above the table(s)",
+      "table": {"columns": ["Rate", "Drops"],   # one table ...
+                "rows": [[1000, "0.0 %"], ...],
+                "align": ["r", "r"]},           # optional: "l", "r" or "c" per column
+      "tables": [{"title": "DHCPv4", "columns": [...], "rows": [...]}, ...],  # ... or several
+      "targets": [{"target": "1,000 interfaces attached in under 2 s",
+                   "measured": "0.8 s", "met": true}],          # met: true, false or null
+      "notes": ["markdown paragraph", ...]      # under the tables: method, caveats
+    }
+
+Cells are strings (written as they are) or numbers (integers with thousands separators,
+floats with up to 2 decimals). A JSON without "table" or "tables" is shown through the
+NAME.md beside it when there is one (the replay benchmark's); failing that, when its
+"results" is a list of objects, as a table of their number, text and true/false fields
+(lists and objects left out), with a "target" string above it and a "method" string below.
+Order: replay, kea, arp_flood, latency, idle, scale, then any other NAME.json by name. Each
+benchmark's `.png` is linked when it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+ORDER = ["replay", "kea", "arp_flood", "latency", "idle", "scale"]
+TITLES = {"replay": "Replay (no sockets)"}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".") if value % 1 else f"{value:,.0f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_table(table: dict) -> str:
+    columns = table.get("columns", [])
+    align = table.get("align") or ["l"] + ["r"] * (len(columns) - 1)
+    marks = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = []
+    if table.get("title"):
+        lines += [f"**{table['title']}**", ""]
+    lines.append("| " + " | ".join(_cell(c) for c in columns) + " |")
+    lines.append("|" + "|".join(marks.get(a, "---") for a in align) + "|")
+    for row in table.get("rows", []):
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def generic_table(results: list) -> dict | None:
+    """A table of the scalar fields of a list of result objects (a schema-less JSON)."""
+    rows = [r for r in results if isinstance(r, dict)]
+    columns: list[str] = []
+    for r in rows:
+        for key, value in r.items():
+            if key not in columns and isinstance(value, str | int | float | bool | None):
+                columns.append(key)
+    if not rows or not columns:
+        return None
+    return {
+        "columns": columns,
+        "rows": [[r.get(c) for c in columns] for r in rows],
+        "align": ["l" if isinstance(rows[0].get(c), str) else "r" for c in columns],
+    }
+
+
+def machine_line(data: dict) -> str:
+    m = data.get("machine") or {}
+    parts = []
+    if m.get("cpu"):
+        parts.append(
+            f"{m['cpu']} ({m.get('cpus', '?')} CPUs"
+            + (f", {m['memory_gib']} GiB" if m.get("memory_gib") else "")
+            + ")"
+        )
+    for key in ("python", "kernel"):
+        if m.get(key):
+            parts.append(f"{'Linux ' if key == 'kernel' else ''}{m[key]}")
+    if m.get("lmdp"):
+        parts.append(f"lmdp {m['lmdp']}")
+    if data.get("date"):
+        parts.append(data["date"])
+    return "Measured on " + ", ".join(parts) + "." if parts else ""
+
+
+def render_one(data: dict, md_fallback: str | None = None, png: str | None = None) -> str:
+    name = data.get("benchmark", "?")
+    heading = data.get("title") or TITLES.get(name) or name
+    out = [f"## {heading}", ""]
+    line = machine_line(data)
+    if line:
+        out += [line, ""]
+    if data.get("command"):
+        out += [f"Command: `{data['command']}`", ""]
+    if data.get("summary"):
+        out += [data["summary"], ""]
+    tables = data.get("tables") or ([data["table"]] if data.get("table") else [])
+    for t in tables:
+        out += [render_table(t), ""]
+    if not tables and md_fallback:
+        out += [md_fallback.strip(), ""]
+    elif not tables and isinstance(data.get("results"), list):
+        generic = generic_table(data["results"])
+        if generic:
+            if isinstance(data.get("target"), str):
+                out += [f"Target: {data['target']}", ""]
+            out += [render_table(generic), ""]
+            if isinstance(data.get("method"), str):
+                out += [data["method"], ""]
+    targets = data.get("targets") or []
+    if targets:
+        out += [
+            render_table(
+                {
+                    "columns": ["Target", "Measured", "Verdict"],
+                    "align": ["l", "l", "l"],
+                    "rows": [
+                        [
+                            t.get("target"),
+                            t.get("measured"),
+                            "-" if t.get("met") is None else ("met" if t["met"] else "NOT met"),
+                        ]
+                        for t in targets
+                    ],
+                }
+            ),
+            "",
+        ]
+    for note in data.get("notes") or []:
+        out += [note, ""]
+    if png:
+        out += [f"![{name}]({png})", ""]
+    return "\n".join(out)
+
+
+def build(results_dir: str = RESULTS) -> str:
+    names = sorted(f[:-5] for f in os.listdir(results_dir) if f.endswith(".json"))
+    names = [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+    out = [
+        "# lmdp benchmark results",
+        "",
+        "Generated by `benchmarks/report.py` from `benchmarks/results/*.json` "
+        "(`make bench` runs every benchmark, then this). Each section names the machine and "
+        "the date of its own run.",
+        "",
+    ]
+    for name in names:
+        try:
+            with open(os.path.join(results_dir, f"{name}.json")) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            out += [f"## {name}", "", f"(unreadable results/{name}.json: {e})", ""]
+            continue
+        data["benchmark"] = name  # the file's name (a variant run may carry its parent's)
+        md = os.path.join(results_dir, f"{name}.md")
+        fallback = open(md).read() if os.path.exists(md) else None  # noqa: SIM115
+        png = f"{name}.png" if os.path.exists(os.path.join(results_dir, f"{name}.png")) else None
+        out.append(render_one(data, fallback, png))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> int:
+    text = build()
+    path = os.path.join(RESULTS, "README.md")
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote {os.path.relpath(path)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
