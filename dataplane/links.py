@@ -7,6 +7,8 @@ monitor lives in a thread of its own and hands link events to the engine's loop 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -33,6 +35,7 @@ class LinkMonitor:
     def __init__(self, post: Callable[..., object], on_event: Callable[[str, str, int], None]):
         self._post = post
         self._on_event = on_event
+        self._known: dict[int, str] = {}  # ifindex -> name, as told to on_event
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="lmdp-netlink", daemon=True)
@@ -44,13 +47,28 @@ class LinkMonitor:
         if self._error is not None:
             raise self._error
 
+    def _connect(self) -> IPRoute:
+        """Subscribe, then dump: a link that appears in between is not missed."""
+        ipr = IPRoute()
+        ipr.bind(groups=RTMGRP_LINK)
+        current = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
+        for index, name in list(self._known.items()):
+            if current.get(index) != name:
+                self._emit("del", name, index)  # went away while we were not listening
+        for index, name in current.items():
+            self._emit("add", name, index)
+        return ipr
+
+    def _emit(self, event: str, name: str, index: int) -> None:
+        if event == "add":
+            self._known[index] = name
+        else:
+            self._known.pop(index, None)
+        self._post(self._on_event, event, name, index)
+
     def _run(self) -> None:
         try:
-            ipr = IPRoute()
-            # Subscribe before the dump, so a link that appears in between is not missed.
-            ipr.bind(groups=RTMGRP_LINK)
-            for link in ipr.get_links():
-                self._post(self._on_event, "add", link.get("IFLA_IFNAME"), link["index"])
+            ipr = self._connect()
         except BaseException as e:  # reported to start()
             self._error = e
             self._ready.set()
@@ -59,6 +77,21 @@ class LinkMonitor:
         while True:
             try:
                 msgs = ipr.get()
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    log.error("netlink monitor stopped: %s", e)
+                    return
+                # Events were lost (a burst of links overflowed the socket): start over
+                # from a fresh dump, attaching and detaching by difference.
+                log.warning("netlink events lost (%s); resynchronising the link list", e)
+                with contextlib.suppress(Exception):
+                    ipr.close()
+                try:
+                    ipr = self._connect()
+                except Exception as e2:
+                    log.error("netlink monitor stopped: %s", e2)
+                    return
+                continue
             except Exception as e:
                 log.error("netlink monitor stopped: %s", e)
                 return
@@ -67,9 +100,9 @@ class LinkMonitor:
                 if name is None:
                     continue
                 if msg["event"] == "RTM_NEWLINK":
-                    self._post(self._on_event, "add", name, msg["index"])
+                    self._emit("add", name, msg["index"])
                 elif msg["event"] == "RTM_DELLINK":
-                    self._post(self._on_event, "del", name, msg["index"])
+                    self._emit("del", name, msg["index"])
 
 
 def claim_mac(port: str, mac: str) -> None:
