@@ -209,20 +209,7 @@ class VmClient:
         dhcpcd: `dhcpcd -N` through its control socket (in the private mount namespace
         it runs in) makes it send a RENEWING REQUEST, unicast to the server identifier.
         """
-        if self.kind == "dhclient":
-            pidfile = self._path("dhclient.pid")
-            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
-                pid = int(pidfile.read_text().split()[0])
-                os.kill(pid, signal.SIGTERM)
-                wait_for(lambda: not _alive(pid), 5, 0.01, f"dhclient {pid} to stop")
-            return self.start(timeout)
-        if self.kind == "dhcpcd" and self.proc is not None:
-            return _run(
-                ["nsenter", "-t", str(self.proc.pid), "-m", "-n",
-                 "dhcpcd", "-N", "-4", self.ifname],
-                timeout=timeout,
-            )  # fmt: skip
-        raise LabError(f"renew is not supported for {self.kind}")
+        return _renew(self, "-4", timeout)
 
     def received_dns(self) -> list[str]:
         """The DNS servers in the client's current lease (dhclient, dhcpcd), whatever the
@@ -266,6 +253,25 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def _renew(client, family: str, timeout: float) -> str:
+    """VmClient.renew / Dhcp6Client.renew: dhclient is restarted on its lease file (SIGTERM
+    by its pidfile leaves the address alone), dhcpcd is told `-N` in its mount namespace."""
+    if client.kind == "dhclient":
+        pidfile = client._path("dhclient.pid")
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not _alive(pid), 5, 0.01, f"dhclient {family} {pid} to stop")
+        return client.start(timeout)
+    if client.kind == "dhcpcd" and client.proc is not None:
+        return _run(
+            ["nsenter", "-t", str(client.proc.pid), "-m", "-n",
+             "dhcpcd", "-N", family, client.ifname],
+            timeout=timeout,
+        )  # fmt: skip
+    raise LabError(f"renew is not supported for {client.kind} {family}")
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
@@ -456,20 +462,7 @@ class Dhcp6Client:
         now" (give it a short lease, it renews at T1 = half of it); here it is stopped
         (SIGTERM by its pidfile leaves the address alone) and started again with the same
         lease file, which makes it ask for its address again at once."""
-        if self.kind == "dhclient":
-            pidfile = self._path("dhclient.pid")
-            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
-                pid = int(pidfile.read_text().split()[0])
-                os.kill(pid, signal.SIGTERM)
-                wait_for(lambda: not _alive(pid), 5, 0.01, f"dhclient -6 {pid} to stop")
-            return self.start(timeout)
-        if self.kind == "dhcpcd" and self.proc is not None:
-            return _run(
-                ["nsenter", "-t", str(self.proc.pid), "-m", "-n",
-                 "dhcpcd", "-N", "-6", self.ifname],
-                timeout=timeout,
-            )  # fmt: skip
-        raise LabError(f"renew now is not supported for {self.kind} -6")
+        return _renew(self, "-6", timeout)
 
     def received_dns(self) -> list[str]:
         """The IPv6 DNS servers in the client's lease (see VmClient.received_dns)."""
