@@ -64,7 +64,7 @@ format: venv
 # last benchmarks/results/README.md from all the results. BENCH_ONLY="kea idle" runs some.
 BENCH_DEBS := kea-dhcp4-server kea-dhcp6-server kea-admin tcpreplay iperf3
 BENCH_CMDS := kea-dhcp4 kea-dhcp6 perfdhcp tcpreplay iperf3 flock
-BENCHMARKS := replay kea arp_flood latency idle scale
+BENCHMARKS := replay kea arp_flood latency idle scale ports_memory
 BENCH_ONLY ?= $(BENCHMARKS)
 BENCH_LOCK ?= /tmp/lmdp-bench.lock
 

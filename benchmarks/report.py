@@ -28,8 +28,8 @@ floats with up to 2 decimals). A JSON without "table" or "tables" is shown throu
 NAME.md beside it when there is one (the replay benchmark's); failing that, when its
 "results" is a list of objects, as a table of their number, text and true/false fields
 (lists and objects left out), with a "target" string above it and a "method" string below.
-Order: replay, kea, arp_flood, latency, idle, scale, then any other NAME.json by name. Each
-benchmark's `.png` is linked when it exists.
+Order: replay, kea, arp_flood, latency, idle, scale, ports_memory, then any other
+NAME.json by name. Each benchmark's `.png` is linked when it exists.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-ORDER = ["replay", "kea", "arp_flood", "latency", "idle", "scale"]
+ORDER = ["replay", "kea", "arp_flood", "latency", "idle", "scale", "ports_memory"]
 TITLES = {"replay": "Replay (no sockets)"}
 
 
