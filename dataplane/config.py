@@ -305,9 +305,7 @@ class PoolConfig(_Model):
 class Dhcpv6Config(_Model):
     # IA address lifetimes: "lease" (lease_time, renewed at T1; lmdp's default) or
     # "infinite" (0xffffffff, what OVN sends), or a number of seconds.
-    lifetime: Literal["lease", "infinite"] | Annotated[int, Field(ge=60, le=0xFFFFFFFE)] = (
-        "lease"
-    )
+    lifetime: Literal["lease", "infinite"] | Annotated[int, Field(ge=60, le=0xFFFFFFFE)] = "lease"
 
 
 class StoreConfig(_Model):
@@ -454,9 +452,7 @@ def _cross_check(cfg: Config) -> None:
             if ip == gw.ipv4:
                 raise ConfigError(f"{where}.ipv4: {ip} is the gateway address")
             if ip == router_of(b.ipv4.network):
-                raise ConfigError(
-                    f"{where}.ipv4: {ip} is its subnet's router (router_mode subnet)"
-                )
+                raise ConfigError(f"{where}.ipv4: {ip} is its subnet's router (router_mode subnet)")
             if ip in ipv4s:
                 raise ConfigError(f"{where}.ipv4: {ip} already used by bindings[{ipv4s[ip]}]")
             ipv4s[ip] = i

@@ -38,6 +38,7 @@ ETH_P_IPV6 = 0x86DD
 IPPROTO_ICMPV6 = 58
 MEMO_LIMIT = 16384  # reused outcomes kept; the memo starts afresh when full
 MEMO_MAX_FRAME = 96  # longer frames are not looked up (ARP is 42-60 bytes, an NS 78-94)
+COMMIT_INTERVAL = 0.001  # seconds: group commits start at most this often
 
 
 class RateLimitedLog:
@@ -105,6 +106,7 @@ class Engine:
         self._memo_version = -1  # the table.version the memo was built for
         self._counts = self.metrics.frame_counts()
         self.migration = Migration(self)
+        self.metrics.count_bindings_with(self._count_bindings)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -117,7 +119,6 @@ class Engine:
                 self.table.restore6(lease)
             else:
                 self.table.restore(lease)
-        self._update_binding_gauges()
         return len(leases)
 
     async def in_store_thread(self, fn, *args):
@@ -359,12 +360,20 @@ class Engine:
     async def committer(self) -> None:
         """Commit pending allocations in one transaction per batch, then send their replies.
 
-        While a commit is in flight, new allocations queue up for the next one, so a burst of
-        clients costs a few transactions, not one per lease.
+        While a commit is in flight, new allocations queue up for the next one; and a commit
+        starts at most once per COMMIT_INTERVAL, so that a steady stream of new clients is
+        committed in batches too (each commit costs a hand-over to the store's thread and
+        back, measured at ~100 µs of CPU besides SQLite's own work). A commit after a quiet
+        spell starts at once: an idle server adds no delay.
         """
+        last = -COMMIT_INTERVAL
         while True:
             await self._pending_event.wait()
+            wait = last + COMMIT_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._pending_event.clear()
+            last = time.monotonic()
             await self.flush()
 
     async def flush(self) -> None:
@@ -403,7 +412,6 @@ class Engine:
                 self.table.confirm6(stored) if v6 else self.table.confirm(stored)
                 if port.ifname in self.ports:
                     self._transmit(port, o)
-        self._update_binding_gauges()
 
     def _forget(self, lease) -> None:
         """Drop a tentative allocation that will not be committed."""
@@ -412,10 +420,10 @@ class Engine:
         else:
             self.table.remove(lease.mac)
 
-    def _update_binding_gauges(self) -> None:
+    def _count_bindings(self) -> tuple[int, int]:
+        """(static, pool) bindings, for `lmdp_bindings` at scrape time."""
         pool = sum(1 for b in self.table.by_mac.values() if b.pool)
-        static = len(self.table.by_mac) - pool
-        self.metrics.set_bindings(static=static, pool=pool + len(self.table.by_ia))
+        return len(self.table.by_mac) - pool, pool + len(self.table.by_ia)
 
     # -- periodic router advertisements (ra: true) -------------------------------------
 

@@ -10,7 +10,7 @@ str-keyed dicts. Everything else uses prometheus_client's own metric types.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -178,9 +178,12 @@ class Metrics:
         """Drop the label sets of an interface that went away (bounded cardinality)."""
         self._frames.forget(ifname)
 
-    def set_bindings(self, static: int, pool: int) -> None:
-        self._bindings_static.set(static)
-        self._bindings_pool.set(pool)
+    def count_bindings_with(self, count: Callable[[], tuple[int, int]]) -> None:
+        """Have `lmdp_bindings` read `count()` -> (static, pool) at each scrape, instead of
+        being set after every change (a count walks every binding: not per group commit).
+        `count` runs on the thread that renders, which is the event loop's."""
+        self._bindings_static.set_function(lambda: count()[0])
+        self._bindings_pool.set_function(lambda: count()[1])
 
     def store_committed(self, seconds: float, leases: int) -> None:
         """One successful group commit of `leases` leases that took `seconds`."""

@@ -36,6 +36,7 @@ __all__ = ["Migration", "RECHECK", "bridge_of", "bridge_ports"]
 
 RECHECK = 5.0  # seconds between store look-ups for a VM that keeps talking here
 CHECK_QUEUE = 1024  # arrival checks waiting for the store; more are retried on a later frame
+CHECK_BATCH = 256  # arrival checks answered by one store transaction
 
 
 def bridge_of(ifname: str) -> str | None:
@@ -105,36 +106,54 @@ class Migration:
         return len(self._queued)
 
     async def checker(self) -> None:
+        """Answer queued arrival checks, a batch at a time: one store transaction asks about
+        (and records the first sightings of) every VM queued meanwhile."""
         while True:
-            mac, ifname, prior = await self._checks.get()
+            batch = [await self._checks.get()]
+            while len(batch) < CHECK_BATCH and not self._checks.empty():
+                batch.append(self._checks.get_nowait())
             try:
-                await self._check(mac, ifname, prior)
+                await self._check_batch(batch)
             except Exception as e:
                 self.engine.metrics.store_error()
-                log.warning("arrival check for %s failed: %s", mac_str(mac), e)
+                log.warning("arrival check for %d VMs failed: %s", len(batch), e)
             finally:
-                self._queued.discard(mac)
+                for mac, _, _ in batch:
+                    self._queued.discard(mac)
 
     async def _check(self, mac: bytes, ifname: str, prior: float) -> None:
-        """Is this VM new here? `prior` is when we last heard it here before this frame."""
+        await self._check_batch([(mac, ifname, prior)])
+
+    async def _check_batch(self, batch: list[tuple[bytes, str, float]]) -> None:
+        """Is each VM new here? `prior` is when we last heard it here before this frame."""
         engine = self.engine
-        recorded = await engine.in_store_thread(engine.store.get_node_seen, mac)
+        macs = [mac for mac, _, _ in batch]
+        recorded = await engine.in_store_thread(
+            engine.store.first_sightings, macs, self.node, time.time()
+        )
         now = time.time()
-        if recorded is not None and recorded[0] == self.node:
-            self.here[mac] = Sighting(ifname, time.monotonic(), now)
-            return
-        if recorded is None:
-            # First sighting anywhere: the VM started here; nothing to correct.
-            await engine.in_store_thread(engine.store.set_node, mac, self.node, now)
-            self.here[mac] = Sighting(ifname, time.monotonic(), now)
-            return
-        other_node, since = recorded
+        for (mac, ifname, prior), rec in zip(batch, recorded, strict=True):
+            if rec is None or rec[0] == self.node:
+                # Recorded here already, or a first sighting anywhere (the store recorded it
+                # here just now): the VM started here; nothing to correct.
+                self.here[mac] = Sighting(ifname, time.monotonic(), now)
+                continue
+            try:
+                await self._elsewhere(mac, ifname, prior, *rec)
+            except Exception as e:
+                engine.metrics.store_error()
+                log.warning("arrival of %s failed: %s", mac_str(mac), e)
+
+    async def _elsewhere(
+        self, mac: bytes, ifname: str, prior: float, other_node: str, since: float
+    ) -> None:
+        """The store names another node for a VM heard here: an arrival, unless we kept
+        hearing it here after that node took it."""
         previous = self.here.get(mac)
         if previous is not None and prior > since:
-            # We kept hearing it here after the other node took it: two VMs share this MAC,
-            # or a migration left the source running. Warn once per look-up, never fight
-            # over it (that would be an announcement storm).
-            engine.metrics.vm_conflicts.inc()
+            # Two VMs share this MAC, or a migration left the source running. Warn once per
+            # look-up, never fight over it (that would be an announcement storm).
+            self.engine.metrics.vm_conflicts.inc()
             log.warning(
                 "VM %s is seen on %s port %s while %s has it: duplicate MAC?",
                 mac_str(mac),

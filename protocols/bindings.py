@@ -76,14 +76,11 @@ class Lease6:
     mac: bytes | None = None
 
 
-@dataclass(slots=True)
-class Pool:
-    """A range of addresses inside `subnet` handed out in order, one per MAC."""
+class _Range:
+    """What IPv4 and IPv6 pools share: an inclusive range of addresses [start, end] and
+    `_next`, the offset the next allocation's search starts from."""
 
-    subnet: ipaddress.IPv4Network
-    start: ipaddress.IPv4Address
-    end: ipaddress.IPv4Address
-    _next: int = field(default=0, init=False)
+    __slots__ = ()
 
     def contains(self, ip: bytes) -> bool:
         v = int.from_bytes(ip, "big")
@@ -92,9 +89,27 @@ class Pool:
     def size(self) -> int:
         return int(self.end) - int(self.start) + 1
 
+    def passed(self, ip: bytes) -> None:
+        """`ip` is held (a lease read back from the store): start later searches past it, so
+        that the first allocation after a restart does not walk every address held."""
+        if self.contains(ip):
+            self._next = max(self._next, int.from_bytes(ip, "big") - int(self.start) + 1)
+            if self._next >= self.size():
+                self._next = 0
+
 
 @dataclass(slots=True)
-class Pool6:
+class Pool(_Range):
+    """A range of addresses inside `subnet` handed out in order, one per MAC."""
+
+    subnet: ipaddress.IPv4Network
+    start: ipaddress.IPv4Address
+    end: ipaddress.IPv4Address
+    _next: int = field(default=0, init=False)
+
+
+@dataclass(slots=True)
+class Pool6(_Range):
     """A range of IPv6 addresses inside `subnet` handed out in order, one per (DUID, IAID).
 
     `subnet` is also what CONFIRM treats as on-link for a client served from this pool."""
@@ -104,17 +119,10 @@ class Pool6:
     end: ipaddress.IPv6Address
     _next: int = field(default=0, init=False)
 
-    def contains(self, ip: bytes) -> bool:
-        v = int.from_bytes(ip, "big")
-        return int(self.start) <= v <= int(self.end)
-
     def on_link(self, ip: bytes) -> bool:
         v = int.from_bytes(ip, "big")
         net = self.subnet
         return int(net.network_address) <= v <= int(net.broadcast_address)
-
-    def size(self) -> int:
-        return int(self.end) - int(self.start) + 1
 
 
 def mac_str(mac: bytes) -> str:
@@ -229,6 +237,8 @@ class BindingTable:
         if current is not None and current.mac != lease.mac:
             self.remove(current.mac)
         self.add(b)
+        for pool in self.pools:
+            pool.passed(lease.ipv4)
         return b
 
     def confirm(self, lease: Lease) -> None:
@@ -297,6 +307,8 @@ class BindingTable:
         if current is not None and (current.duid, current.iaid) != key:
             self.remove6(current.duid, current.iaid)
         self._add6(key, b)
+        for pool in self.pools6:
+            pool.passed(lease.ipv6)
         return b
 
     def confirm6(self, lease: Lease6) -> None:

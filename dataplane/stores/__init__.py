@@ -45,4 +45,10 @@ class LeaseStore(Protocol):
         """Record `node` as where the VM was last seen; returns the previous node."""
         ...
 
+    def first_sightings(
+        self, macs: list[bytes | str], node: str, now: float
+    ) -> list[tuple[str, float] | None]:
+        """Per VM, the (node, seen) recorded before; None: recorded now as `node` at `now`."""
+        ...
+
     def get_node(self, mac: bytes | str) -> str | None: ...

@@ -19,12 +19,14 @@ tests) never interleave statements.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from protocols.bindings import Lease, Lease6, mac_str
@@ -178,6 +180,24 @@ class SqliteLeaseStore:
             except sqlite3.Error as e:
                 raise StoreError(f"{self.path}: {e}") from e
 
+    @contextlib.contextmanager
+    def _write(self, what: str = "") -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock (BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any
+        error); SQLite errors become StoreError, prefixed with `what`."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {what}{e}") from e
+
     # --- leases ---
 
     def load(self) -> list[Lease | Lease6]:
@@ -241,25 +261,13 @@ class SqliteLeaseStore:
             if len(lease.ipv4) != 4 or not 0 <= lease.prefixlen <= 32:
                 raise ValueError(f"bad lease {lease!r}")
             rows.append((_mac_text(lease.mac), str(ipaddress.IPv4Address(lease.ipv4))))
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    out = [
-                        self._commit_one6(conn, lease, key, addr, now)
-                        if isinstance(lease, Lease6)
-                        else self._commit_one(conn, lease, key, addr, now)
-                        for lease, (key, addr) in zip(leases, rows, strict=True)
-                    ]
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: commit failed: {e}") from e
-        return out
+        with self._write("commit failed: ") as conn:
+            return [
+                self._commit_one6(conn, lease, key, addr, now)
+                if isinstance(lease, Lease6)
+                else self._commit_one(conn, lease, key, addr, now)
+                for lease, (key, addr) in zip(leases, rows, strict=True)
+            ]
 
     @staticmethod
     def _commit_one(
@@ -349,26 +357,33 @@ class SqliteLeaseStore:
     def set_node(self, mac: bytes | str, node: str, now: float) -> str | None:
         """Record that the VM was seen on `node` at `now`; returns the node recorded before."""
         key = _mac_text(mac)
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    row = conn.execute("SELECT node FROM vm_nodes WHERE mac = ?", (key,)).fetchone()
-                    conn.execute(
-                        "INSERT INTO vm_nodes (mac, node, seen) VALUES (?, ?, ?)"
-                        " ON CONFLICT (mac) DO UPDATE SET node = excluded.node,"
-                        " seen = excluded.seen",
-                        (key, node, now),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+        with self._write() as conn:
+            row = conn.execute("SELECT node FROM vm_nodes WHERE mac = ?", (key,)).fetchone()
+            conn.execute(
+                "INSERT INTO vm_nodes (mac, node, seen) VALUES (?, ?, ?)"
+                " ON CONFLICT (mac) DO UPDATE SET node = excluded.node, seen = excluded.seen",
+                (key, node, now),
+            )
         return row[0] if row is not None else None
+
+    def first_sightings(
+        self, macs: list[bytes | str], node: str, now: float
+    ) -> list[tuple[str, float] | None]:
+        """For each VM, the (node, seen) recorded before, or None: then, never recorded
+        anywhere, it is recorded on `node` at `now`. One transaction for the whole batch
+        (a burst of VMs booting costs one fsync, not one per VM)."""
+        keys = [_mac_text(m) for m in macs]
+        out: list[tuple[str, float] | None] = []
+        with self._write() as conn:
+            for key in keys:
+                sql = "SELECT node, seen FROM vm_nodes WHERE mac = ?"
+                row = conn.execute(sql, (key,)).fetchone()
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO vm_nodes (mac, node, seen) VALUES (?, ?, ?)", (key, node, now)
+                    )
+                out.append((row[0], row[1]) if row is not None else None)
+        return out
 
     def get_node(self, mac: bytes | str) -> str | None:
         """The node where the VM was last seen, or None if never recorded."""

@@ -103,6 +103,17 @@ def _padded(options: bytes) -> bytes:
     return block + bytes(short) if short > 0 else block
 
 
+_MASKS = tuple((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33))
+
+
+def _options_key(binding: Binding, kind: int) -> tuple:
+    """What a binding's option block depends on: its subnet (mask, router and routes), not
+    its address, so that one block serves every pool client of a subnet."""
+    prefixlen = binding.prefixlen
+    subnet = _from_bytes(binding.ipv4, "big") & _MASKS[prefixlen]
+    return (kind, subnet, prefixlen, binding.hostname or binding.name)
+
+
 class Dhcpv4Responder:
     """Answers DHCPv4 requests from VMs, one `handle` call per received frame.
 
@@ -137,9 +148,10 @@ class Dhcpv4Responder:
     falling back to broadcast if that is 0.
 
     Binding lookup: Ethernet src; `chaddr` (htype 1, hlen 6) when `giaddr` is set. A DISCOVER
-    or REQUEST from an unknown MAC allocates from the table's pools if `allocate`; a pool
-    binding that the store has not committed yet is returned as `Outcome.lease` with the
-    OFFER/ACK that names it, for the engine to commit first.
+    or REQUEST from an unknown MAC allocates from the table's pools if `allocate`. The OFFER
+    names the allocation at once (held in memory, RFC 2131 §4.3.1 lets a server reserve it so);
+    an ACK naming a pool binding the store has not committed yet carries it as
+    `Outcome.lease`, for the engine to commit before sending (DESIGN: ACKed only once stored).
 
     `params` is read once here; build a new responder when the parameters change.
     """
@@ -252,25 +264,27 @@ class Dhcpv4Responder:
                 return Outcome(label, drop="pool_exhausted")
 
         eth_dst = eth_src
+        # Migration tracks VMs on this port; a relayed client is on the relay's link.
+        vm = binding.mac if msg.giaddr == ZERO4 else None
         if mtype == DHCPDISCOVER:
-            return self._answer(label, eth_dst, msg, binding, DHCPOFFER)
+            return self._answer(label, eth_dst, msg, binding, DHCPOFFER, vm)
         if mtype == DHCPREQUEST:
             requested = msg.requested_ip()
             if requested is None and msg.ciaddr != ZERO4:
                 requested = msg.ciaddr
             if requested is not None and requested == binding.ipv4:
-                return self._answer(label, eth_dst, msg, binding, DHCPACK)
+                return self._answer(label, eth_dst, msg, binding, DHCPACK, vm)
             reply = self._frame(eth_dst, msg, DHCPNAK, ZERO4, ZERO4, None, DHCPNAK)
-            return Outcome(label, reply=reply, sent="DHCPNAK", mac=binding.mac)
+            return Outcome(label, reply=reply, sent="DHCPNAK", mac=vm)
         if mtype == DHCPINFORM:
             reply = self._frame(eth_dst, msg, DHCPACK, msg.ciaddr, ZERO4, binding, _INFORM_ACK)
-            return Outcome(label, reply=reply, sent="DHCPACK", mac=binding.mac)
+            return Outcome(label, reply=reply, sent="DHCPACK", mac=vm)
         if mtype == DHCPDECLINE:
             conflict = msg.options.get(OPT_REQUESTED_IP)
             if conflict is None or len(conflict) != 4:
                 conflict = binding.ipv4  # option 50 is a MUST, but name the address anyway
-            return Outcome(label, mac=binding.mac, conflict=conflict)
-        return Outcome(label, mac=binding.mac)  # DHCPRELEASE
+            return Outcome(label, mac=vm, conflict=conflict)
+        return Outcome(label, mac=vm)  # DHCPRELEASE
 
     def _drop(self, label: str, reason: str, eth_src: bytes) -> Outcome:
         """A refusal; `mac` names the sender if it is a bound VM (e.g. a VM acting as a server)."""
@@ -278,24 +292,30 @@ class Dhcpv4Responder:
         return Outcome(label, drop=reason, mac=mac)
 
     def _answer(
-        self, label: str, eth_dst: bytes, msg: DhcpMessage, binding: Binding, reply_type: int
+        self,
+        label: str,
+        eth_dst: bytes,
+        msg: DhcpMessage,
+        binding: Binding,
+        reply_type: int,
+        vm: bytes | None,
     ) -> Outcome:
-        """An OFFER or ACK naming the binding's address, with the lease to commit first."""
+        """An OFFER or ACK naming the binding's address (an ACK: with the lease to commit)."""
         ipv4 = binding.ipv4
         ciaddr = msg.ciaddr if reply_type == DHCPACK else ZERO4
         reply = self._frame(eth_dst, msg, reply_type, ciaddr, ipv4, binding, reply_type)
         lease = None
-        if binding.pool and not binding.durable:
+        if binding.pool and not binding.durable and reply_type == DHCPACK:
             lease = Lease(binding.mac, ipv4, binding.prefixlen, self.node)
         sent = "DHCPOFFER" if reply_type == DHCPOFFER else "DHCPACK"
         # Positional (received, reply, sent, drop, lease, mac): a third cheaper than keywords.
-        return Outcome(label, reply, sent, None, lease, binding.mac)
+        return Outcome(label, reply, sent, None, lease, vm)
 
     def _options(self, binding: Binding, kind: int) -> tuple[bytes, int]:
         """The option block (53 .. END plus padding) for an OFFER, ACK or INFORM-ACK, and its
         share of the UDP checksum (`_word_sum`)."""
         hostname = binding.hostname or binding.name
-        key = (kind, binding.ipv4, binding.prefixlen, hostname)
+        key = _options_key(binding, kind)
         block = self._cache.get(key)
         if block is not None:
             return block
@@ -350,9 +370,7 @@ class Dhcpv4Responder:
             ip_dst = yiaddr if yiaddr != ZERO4 else ciaddr
             if ip_dst == ZERO4:
                 ip_dst = BROADCAST4
-        options_key = None
-        if binding is not None:
-            options_key = (kind, binding.ipv4, binding.prefixlen, binding.hostname or binding.name)
+        options_key = _options_key(binding, kind) if binding is not None else None
         key = (options_key, eth_dst, ip_dst, dport)
         template = self._templates.get(key)
         if template is None:

@@ -127,9 +127,10 @@ class Dhcpv6Responder:
     set) has one address: it goes to the IA that already holds it, else to the first IA_NA;
     any other IA_NA gets status NoAddrsAvail. Without such a binding, each IA_NA is looked up
     by (DUID, IAID) in the IPv6 pools and, for SOLICIT/REQUEST/RENEW/REBIND with `allocate`,
-    allocated if new. An allocation the store has not committed yet is returned as
-    `Outcome.lease6` for the engine to commit before sending; one such per reply, so a
-    second new IA in the same message gets NoAddrsAvail and is served by the next exchange.
+    allocated if new. An ADVERTISE names allocations held in memory and is sent at once; a
+    REPLY naming an allocation the store has not committed yet returns it as `Outcome.lease6`
+    for the engine to commit before sending; one such per REPLY, so a second new IA in the
+    same message gets NoAddrsAvail and is served by the next exchange.
     No address for any IA_NA: no reply ("pool_exhausted" when a pool was full, else
     "unknown_client"). IA_TA and IA_PD are answered with NoAddrsAvail / NoPrefixAvail.
 
@@ -336,6 +337,10 @@ class Dhcpv6Responder:
                 else:
                     continue
                 break
+        msg = reply.msg
+        # An ADVERTISE names allocations held in memory; a REPLY (a Rapid Commit one too)
+        # waits for the store to commit its allocation.
+        advertise = mtype == SOLICIT and not msg.rapid_commit()
         lease6 = None
         assigned = 0
         exhausted = False
@@ -350,7 +355,7 @@ class Dhcpv6Responder:
                     b = table.allocate6(duid, ia.iaid, eth_src)
                     if b is None:
                         exhausted = True
-                if b is not None and not b.durable:
+                if b is not None and not b.durable and not advertise:
                     if lease6 is None:
                         lease6 = Lease6(duid, ia.iaid, b.ipv6, b.prefixlen6, self.node, eth_src)
                     else:
@@ -369,7 +374,6 @@ class Dhcpv6Responder:
         mac = eth_src if binding is not None else None
         if not assigned:
             return Outcome(label, drop="pool_exhausted" if exhausted else "unknown_client", mac=mac)
-        msg = reply.msg
         for code, value in msg.options:
             if code == OPT_IA_PD and len(value) >= 12:
                 blocks.append(encode_option6(OPT_IA_PD, value[:4] + bytes(8) + _NO_PREFIX))
@@ -377,7 +381,7 @@ class Dhcpv6Responder:
                 blocks.append(encode_option6(OPT_IA_TA, value[:4] + _NO_ADDRS))
         reply.ias = b"".join(blocks)
         tail = self._tail + self._fqdn(msg, binding)
-        if mtype == SOLICIT and not msg.rapid_commit():
+        if advertise:
             reply.extra = self._preference
             return Outcome(
                 label, reply=reply.build(ADVERTISE, tail), sent="ADVERTISE", lease6=lease6, mac=mac

@@ -500,7 +500,8 @@ def relayed(mtype: str, **kw) -> bytes:
 
 def test_relayed_discover_answered_to_giaddr_port_67(dhcp):
     out = handle(dhcp, relayed("discover"))
-    assert out.sent == "DHCPOFFER" and out.mac == SEED_MAC
+    # No `mac`: the client is behind the relay, not a VM on this port (no arrival check).
+    assert out.sent == "DHCPOFFER" and out.mac is None
     relay_mac = bytes.fromhex(RELAY_MAC_STR.replace(":", ""))
     relay_ip = ipaddress.IPv4Address(RELAY_IP_STR).packed
     assert addressing(out) == (relay_mac, GW_MAC, GW_IP, relay_ip, 67, 67)
@@ -634,17 +635,20 @@ def test_pool_allocates_and_asks_for_commit():
     allocated = bytes((10, 244, 9, 10))
     assert out.sent == "DHCPOFFER" and out.mac == UNKNOWN_MAC
     assert bootp(out)[16:20] == allocated
-    assert out.lease == Lease(UNKNOWN_MAC, allocated, 24, "node-a")
+    assert out.lease is None  # an OFFER is sent at once; only the ACK waits for the store
     assert bytes.fromhex("0104 ffffff00") in options(out)
     assert option_codes(options(out)) == [53, 1, 3, 6, 26, 51, 54, 121]  # no name: no 12
-    # The same MAC asks again before the commit: same address, still to be committed.
+    # The same MAC asks again: the address is held for it.
     again = handle(dhcp, dhcp_request("discover", eth_src=UNKNOWN_MAC_STR))
-    assert bootp(again)[16:20] == allocated and again.lease == out.lease
-    # Once the store has it, nothing more to commit; the REQUEST is ACKed.
-    dhcp.table.confirm(out.lease)
+    assert bootp(again)[16:20] == allocated and again.lease is None
+    # The REQUEST's ACK carries the lease for the engine to commit first.
     frame = dhcp_request(
         "request", eth_src=UNKNOWN_MAC_STR, options=[("requested_addr", "10.244.9.10")]
     )
+    ack = handle(dhcp, frame)
+    assert ack.sent == "DHCPACK" and ack.lease == Lease(UNKNOWN_MAC, allocated, 24, "node-a")
+    # Once the store has it, nothing more to commit.
+    dhcp.table.confirm(ack.lease)
     ack = handle(dhcp, frame)
     assert ack.sent == "DHCPACK" and ack.lease is None
 
@@ -666,7 +670,8 @@ def test_pool_request_from_unknown_allocates_then_naks_other_address():
     )
     out = handle(dhcp, frame)
     assert out.sent == "DHCPNAK" and out.lease is None  # the NAK names no address
-    assert handle(dhcp, dhcp_request("discover", eth_src=UNKNOWN_MAC_STR)).lease is not None
+    offer = handle(dhcp, dhcp_request("discover", eth_src=UNKNOWN_MAC_STR))
+    assert offer.sent == "DHCPOFFER" and bootp(offer)[16:20] == bytes((10, 244, 9, 10))
 
 
 def test_pool_exhausted():
@@ -689,6 +694,37 @@ def test_pool_never_hands_out_a_static_address():
     dhcp = Dhcpv4Responder(seed_params(), table)
     out = handle(dhcp, dhcp_request("discover", eth_src=UNKNOWN_MAC_STR))
     assert bootp(out)[16:20] == bytes((10, 244, 2, 27))
+
+
+def test_pool_after_restart_continues_past_the_leases_read_back():
+    """Restored leases move the search start past them: the first new client after a
+    restart does not walk every address held (and freed ones are not reused at once)."""
+    subnet = ipaddress.IPv4Network("10.244.9.0/24")
+    table = BindingTable([], [Pool(subnet, subnet[10], subnet[254])])
+    for i, last in enumerate((10, 11, 12, 40, 13)):
+        table.restore(Lease(bytes.fromhex(f"0200000000{i:02x}"), bytes((10, 244, 9, last)), 24))
+    dhcp = Dhcpv4Responder(seed_params(), table)
+    out = handle(dhcp, dhcp_request("discover", eth_src=UNKNOWN_MAC_STR))
+    assert bootp(out)[16:20] == bytes((10, 244, 9, 41))
+    # The last address held: the search wraps to the start and skips what is held.
+    table = BindingTable([], [Pool(subnet, subnet[10], subnet[12])])
+    table.restore(Lease(bytes.fromhex("020000000001"), bytes((10, 244, 9, 12)), 24))
+    table.restore(Lease(bytes.fromhex("020000000002"), bytes((10, 244, 9, 10)), 24))
+    out = handle(
+        Dhcpv4Responder(seed_params(), table), dhcp_request("discover", eth_src=UNKNOWN_MAC_STR)
+    )
+    assert bootp(out)[16:20] == bytes((10, 244, 9, 11))
+
+
+def test_pool_clients_of_a_subnet_share_one_option_block():
+    dhcp = pool_responder(size=5)
+    for i in range(5):
+        out = handle(dhcp, dhcp_request("discover", eth_src=f"02:00:00:00:00:{i:02x}"))
+        assert bootp(out)[16:20] == bytes((10, 244, 9, 10 + i))
+        assert options(out) == options(handle(pool_responder(size=5), dhcp_request(
+            "discover", eth_src=f"02:00:00:00:00:{i:02x}")))  # fmt: skip
+        assert_scapy_agrees(out)
+    assert len(dhcp._cache) == 1
 
 
 def test_option_cache_is_bounded(monkeypatch):
@@ -723,6 +759,6 @@ def test_relayed_allocation_uses_the_pool_of_giaddrs_subnet():
     responder = Dhcpv4Responder(seed_params(), table)
     frame = dhcp_request("discover", eth_src=RELAY_MAC_STR, giaddr="10.2.0.1", chaddr=UNKNOWN_MAC)
     out = handle(responder, frame)
-    assert out.sent == "DHCPOFFER" and out.lease.ipv4 == bytes((10, 2, 0, 10))
+    assert out.sent == "DHCPOFFER" and bootp(out)[16:20] == bytes((10, 2, 0, 10))
     frame = dhcp_request("discover", eth_src=RELAY_MAC_STR, giaddr="10.3.0.1", chaddr=b"\x0a" * 6)
     assert handle(responder, frame).drop == "no_subnet"

@@ -669,17 +669,19 @@ def test_pool_allocates_by_duid_and_iaid_and_asks_for_commit():
     frame = dhcp6_request("solicit", eth_src=UNKNOWN_MAC_STR)
     out = handle(dhcp6, frame)
     assert (out.sent, out.mac) == ("ADVERTISE", None)  # not a bound VM
-    assert out.lease6 == Lease6(duid, IAID, pool_address(0), 64, "node-a", UNKNOWN_MAC)
+    assert out.lease6 is None  # an ADVERTISE is sent at once; only the REPLY waits
     assert [a.address for a in ia_of(out).addresses] == [pool_address(0)]
-    # The same IA again before the commit: same address, still to commit.
+    # The same IA again: the address is held for it.
     again = handle(dhcp6, frame)
-    assert again.lease6 == out.lease6
-    dhcp6.table.confirm6(out.lease6)
+    assert [a.address for a in ia_of(again).addresses] == [pool_address(0)]
+    reply = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR))
+    assert reply.lease6 == Lease6(duid, IAID, pool_address(0), 64, "node-a", UNKNOWN_MAC)
+    dhcp6.table.confirm6(reply.lease6)
     reply = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR))
     assert reply.sent == "REPLY" and reply.lease6 is None
     assert [a.address for a in ia_of(reply).addresses] == [pool_address(0)]
     # Another IAID of the same DUID is another IA: another address.
-    out = handle(dhcp6, dhcp6_request("solicit", eth_src=UNKNOWN_MAC_STR, iaids=(99,)))
+    out = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR, iaids=(99,)))
     assert out.lease6.ipv6 == pool_address(1) and out.lease6.iaid == 99
 
 
@@ -762,7 +764,8 @@ def test_ipv4_only_vm_served_from_the_ipv6_pool():
     table = BindingTable([seed_binding()], [], [Pool6(subnet, subnet[0x10], subnet[0x11])])
     dhcp6 = Dhcpv6Responder(seed_params6(search=["svc"]), table)
     out = handle(dhcp6, dhcp6_request("solicit", fqdn=(0, "x")))
-    assert out.lease6.ipv6 == pool_address(0) and out.mac == SEED_MAC
+    assert [a.address for a in ia_of(out).addresses] == [pool_address(0)]
+    assert out.mac == SEED_MAC
     assert payload(out).endswith(bytes.fromhex("06 6665646f7261 03 737663 00"))  # its name
 
 

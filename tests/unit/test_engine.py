@@ -91,39 +91,41 @@ def test_static_binding_answered_at_once(engine, port):
 def test_drops_are_counted_by_reason(engine, port):
     engine.process(port, b"\x00" * 10, 0.0)  # shorter than Ethernet
     engine.process(port, dhcp_request("discover")[:30], 0.0)
-    engine.process(port, dhcp_request("discover", eth_src="0a:58:00:00:00:01"), 0.0)
     assert port.psock.sent == []
     assert sample(engine, "lmdp_drops_total", interface="tap0", reason="bad_ethertype") == 1
     assert sample(engine, "lmdp_drops_total", interface="tap0", reason="truncated") == 1
-    # The unknown MAC got a tentative pool address, held back until the store commits it.
-    assert engine._pending and engine._pending[0][1].lease.mac == bytes.fromhex("0a5800000001")
 
 
-async def test_pool_offer_sent_only_after_commit(engine, port):
+def pool_request(mac: str = POOL_MAC_STR, ip: str = "10.244.9.10") -> bytes:
+    return dhcp_request("request", eth_src=mac, options=[("requested_addr", ip)])
+
+
+async def test_pool_offer_at_once_ack_only_after_commit(engine, port):
     engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
-    assert port.psock.sent == []  # nothing before the store said yes
+    assert len(port.psock.sent) == 1  # the OFFER: the address is held in memory
+    assert engine._pending == [] and engine.store.load() == []
+    engine.process(port, pool_request(), 0.0)
+    assert len(port.psock.sent) == 1  # no ACK before the store said yes
     await engine.flush()
-    assert len(port.psock.sent) == 1
+    assert len(port.psock.sent) == 2
     assert [(lease.mac, lease.ipv4) for lease in engine.store.load()] == [
         (POOL_MAC, bytes((10, 244, 9, 10)))
     ]
     assert engine.table.lookup(POOL_MAC).durable
-    # Now durable: the ACK goes out at once, with no second commit.
-    engine.process(
-        port,
-        dhcp_request("request", eth_src=POOL_MAC_STR, options=[("requested_addr", "10.244.9.10")]),
-        0.0,
-    )
-    assert len(port.psock.sent) == 2
+    # Now durable: a renewal is ACKed at once, with no second commit.
+    engine.process(port, pool_request(), 0.0)
+    assert len(port.psock.sent) == 3
     assert sample(engine, "lmdp_store_commits_total") == 1
 
 
 async def test_burst_is_group_committed(engine, port):
     macs = [f"0a:58:0a:f4:09:{i:02x}" for i in range(1, 11)]
-    for mac in macs:
+    for i, mac in enumerate(macs):
         engine.process(port, dhcp_request("discover", eth_src=mac), 0.0)
+        engine.process(port, pool_request(mac, f"10.244.9.{10 + i}"), 0.0)
+    assert len(port.psock.sent) == len(macs)  # the OFFERs
     await engine.flush()
-    assert len(port.psock.sent) == len(macs)
+    assert len(port.psock.sent) == 2 * len(macs)
     assert sample(engine, "lmdp_leases_committed_total") == len(macs)
     assert sample(engine, "lmdp_store_commits_total") == 1  # one transaction for the burst
 
@@ -133,7 +135,7 @@ async def test_store_outage_refuses_new_allocations_keeps_known(engine, port, mo
         raise OSError("disk on fire")
 
     monkeypatch.setattr(engine.store, "commit", broken)
-    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    engine.process(port, pool_request(), 0.0)
     await engine.flush()
     assert port.psock.sent == []
     assert sample(engine, "lmdp_drops_total", interface="tap0", reason="store_unavailable") == 1
@@ -144,9 +146,9 @@ async def test_store_outage_refuses_new_allocations_keeps_known(engine, port, mo
     assert len(port.psock.sent) == 1
 
 
-async def test_address_taken_by_another_node_is_not_offered(engine, port, monkeypatch):
+async def test_address_taken_by_another_node_is_not_acked(engine, port, monkeypatch):
     monkeypatch.setattr(engine.store, "commit", lambda leases, now: [None] * len(leases))
-    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    engine.process(port, pool_request(), 0.0)
     await engine.flush()
     assert port.psock.sent == []
     assert sample(engine, "lmdp_drops_total", interface="tap0", reason="stale_allocation") == 1
@@ -156,9 +158,9 @@ async def test_address_taken_by_another_node_is_not_offered(engine, port, monkey
 async def test_store_holds_another_address_for_the_mac(engine, port, monkeypatch):
     held = Lease(POOL_MAC, bytes((10, 244, 9, 15)), 24, "node-b")
     monkeypatch.setattr(engine.store, "commit", lambda leases, now: [held])
-    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    engine.process(port, pool_request(), 0.0)
     await engine.flush()
-    assert port.psock.sent == []  # the OFFER named the wrong address: not sent
+    assert port.psock.sent == []  # the ACK named the wrong address: not sent
     assert engine.table.lookup(POOL_MAC).ipv4 == held.ipv4  # the next DISCOVER gets this one
 
 
@@ -197,11 +199,13 @@ def test_ipv6_dispatch_ndp(engine, port):
     )
 
 
-async def test_dhcpv6_pool_advertise_sent_only_after_commit(engine, port):
+async def test_dhcpv6_pool_reply_sent_only_after_commit(engine, port):
     engine.process(port, dhcp6_request("solicit", eth_src=POOL_MAC_STR), 0.0)
-    assert port.psock.sent == []
-    await engine.flush()
+    assert len(port.psock.sent) == 1  # the ADVERTISE, at once
+    engine.process(port, dhcp6_request("request", eth_src=POOL_MAC_STR), 0.0)
     assert len(port.psock.sent) == 1
+    await engine.flush()
+    assert len(port.psock.sent) == 2
     stored = [x for x in engine.store.load() if hasattr(x, "duid")]
     assert [(x.ipv6.hex(), x.mac) for x in stored] == [
         ("fd000010025000000000000000000010", POOL_MAC)
@@ -234,7 +238,8 @@ def test_reused_arp_answer_follows_the_binding_table(tmp_path):
         assert sample(engine, "lmdp_drops_total", interface="tap0", reason="not_proxied") == 2
         engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
         engine.process(port, ask, 0.0)  # now bound (tentatively) in 10.244.9.0/24
-        assert [f[:6] for f in port.psock.sent] == [POOL_MAC]
+        arp = [f for f in port.psock.sent if f[12:14] == b"\x08\x06"]
+        assert [f[:6] for f in arp] == [POOL_MAC]
         assert sample(engine, "lmdp_replies_sent_total", interface="tap0", type="arp_reply") == 1
     finally:
         engine.close()

@@ -71,7 +71,8 @@ def test_other_metrics():
     m = Metrics()
     m.internal_error()
     m.set_interfaces_attached(4)
-    m.set_bindings(static=2, pool=5)
+    counts = [2, 5]
+    m.count_bindings_with(lambda: tuple(counts))
     m.store_committed(0.003, leases=7)
     m.store_committed(0.2, leases=1)
     m.store_error()
@@ -80,6 +81,8 @@ def test_other_metrics():
     assert s[("lmdp_interfaces_attached", ())] == 4
     assert s[("lmdp_bindings", (("kind", "static"),))] == 2
     assert s[("lmdp_bindings", (("kind", "pool"),))] == 5
+    counts[1] = 6  # read at each scrape, not when set
+    assert samples(m)[("lmdp_bindings", (("kind", "pool"),))] == 6
     assert s[("lmdp_store_commits_total", ())] == 2
     assert s[("lmdp_leases_committed_total", ())] == 8
     assert s[("lmdp_store_errors_total", ())] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -37,10 +38,14 @@ def nodes(tmp_path):
 
 
 async def drain_checks(engine: Engine) -> None:
+    """What `Migration.checker` does with what is queued now, as one batch."""
     m = engine.migration
+    batch = []
     while not m._checks.empty():
-        mac, ifname, prior = m._checks.get_nowait()
-        await m._check(mac, ifname, prior)
+        batch.append(m._checks.get_nowait())
+    if batch:
+        await m._check_batch(batch)
+    for mac, _, _ in batch:
         m._queued.discard(mac)
 
 
@@ -67,7 +72,7 @@ async def test_same_node_no_announce_and_no_store_lookup_per_frame(nodes):
         a.process(a.ports["tap0"], arp_frame(), time.time())
         await drain_checks(a)
     calls = []
-    a.store.get_node_seen = lambda mac: calls.append(mac)  # must not be asked again
+    a.store.first_sightings = lambda *args: calls.append(args)  # must not be asked again
     for _ in range(100):
         a.process(a.ports["tap0"], arp_frame(), time.time())
     await drain_checks(a)
@@ -170,4 +175,44 @@ async def test_announcements_off(tmp_path):
         assert e.store.get_node(SEED_MAC) == "node-c"  # still this VM's node
         assert len(e.migration.schedule) == 0
     finally:
+        e.close()
+
+
+async def test_a_burst_of_vms_is_checked_in_one_store_transaction(tmp_path):
+    """20 VMs heard at once: the checker asks the store once for all of them, records the new
+    ones here, and the one the store puts on another node is an arrival."""
+    macs = [f"0a:58:0a:f4:02:{i:02x}" for i in range(10, 30)]
+    config = parse_config(
+        {
+            "node": "node-a",
+            "interfaces": ["tap*"],
+            "bindings": [
+                {"name": f"vm{i}", "mac": mac, "ipv4": f"10.244.2.{10 + i}/24"}
+                for i, mac in enumerate(macs)
+            ],
+            "store": {"backend": "sqlite", "path": str(tmp_path / "leases.db")},
+        }
+    )
+    e = Engine(config)
+    e.open_store()
+    e.ports["tap0"] = Port("tap0", FakeSocket())
+    e.store.set_node(macs[3], "node-b", time.time() - 10)
+    calls = []
+    first_sightings = e.store.first_sightings
+    e.store.first_sightings = lambda *args: calls.append(len(args[0])) or first_sightings(*args)
+    checker = asyncio.create_task(e.migration.checker())
+    try:
+        for i, mac in enumerate(macs):
+            e.process(
+                e.ports["tap0"], arp_frame(eth_src=mac, spa=f"10.244.2.{10 + i}"), time.time()
+            )
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if not e.migration.checks_pending():
+                break
+        assert calls == [20]
+        assert all(e.store.get_node(mac) == "node-a" for mac in macs)
+        assert sample(e, "lmdp_vm_arrivals_total", trigger="frame") == 1
+    finally:
+        checker.cancel()
         e.close()

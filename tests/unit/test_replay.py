@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 
 import dpkt
@@ -28,6 +27,7 @@ from dataplane.replay import (
 from tests.helpers import GW_IP_STR, GW_MAC_STR, arp_frame, dhcp6_request, dhcp_request, ns_frame
 
 ZERO_MAC = "00:00:00:00:00:00"
+POOL_FIRST = "10.246.0.10"  # the first address of builtin_config's IPv4 pool
 
 
 def ll(i: int) -> str:
@@ -46,6 +46,7 @@ def capture_frames() -> list[bytes]:
         dhcp6_request("request", eth_src=vm_mac(3), ip_src=ll(3), addresses=(vm_ipv6(3),)),
         ns_frame(eth_src=vm_mac(0), ip_src=ll(0)),
         dhcp_request("discover", eth_src=pool_mac(0)),  # no binding: a pool allocation
+        dhcp_request("request", eth_src=pool_mac(0), options=[("requested_addr", POOL_FIRST)]),
         bytes(Ether(src=vm_mac(0), dst=GW_MAC_STR, type=0x88B5) / (b"\x00" * 46)),
     ]
 
@@ -66,26 +67,26 @@ def test_counts_every_outcome_from_the_engines_metrics(capture, config):
     frames = read_capture(str(capture))
     assert [f for _, f in frames] == capture_frames()
     r = replay(frames, config, passes=3)
-    assert (r.capture_frames, r.passes, r.frames) == (10, 3, 30)
+    assert (r.capture_frames, r.passes, r.frames) == (11, 3, 33)
     assert r.received == {
         ("arp", "arp_request"): 9,
         ("dhcpv4", "DHCPDISCOVER"): 6,
-        ("dhcpv4", "DHCPREQUEST"): 3,
+        ("dhcpv4", "DHCPREQUEST"): 6,
         ("dhcpv6", "SOLICIT"): 3,
         ("dhcpv6", "REQUEST"): 3,
         ("ndp", "ns"): 3,
     }
-    # The pool client's OFFER is sent after its commit, on every pass.
+    # The pool client's ACK is sent after its commit, on every pass.
     assert r.sent == {
         "arp_reply": 6,
         "DHCPOFFER": 6,
-        "DHCPACK": 3,
+        "DHCPACK": 6,
         "ADVERTISE": 3,
         "REPLY": 3,
         "na": 3,
     }
     assert r.dropped == {"vm_address": 3, "bad_ethertype": 3}
-    assert r.replies_total == 24
+    assert r.replies_total == 27
     # One allocation, committed once: from the second pass on the client is a known one.
     assert (r.leases_committed, r.store_commits, r.internal_errors) == (1, 1, 0)
     assert r.seconds > 0 and r.rate(r.frames) == r.frames / r.seconds
@@ -107,17 +108,17 @@ def test_cli_json_and_written_replies(capture, tmp_path, capsys):
     code = main(["replay", str(capture), "-w", str(out), "--repeat", "2", "--json", "-q"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["frames"] == 20 and report["replies"] == 16
+    assert report["frames"] == 22 and report["replies"] == 18
     assert report["replies_per_s"] > 0 and report["frames_per_s"] >= report["replies_per_s"]
     sent = {row["type"]: row["replies"] for row in report["sent"]}
     assert sent["arp_reply"] == 4 and sent["DHCPOFFER"] == 4
 
-    # The replies of the first pass, in order; the pool OFFER last (after its commit).
+    # The replies of the first pass, in order; the pool ACK last (after its commit).
     with open(out, "rb") as f:
         reader = dpkt.pcap.Reader(f)
         assert reader.datalink() == dpkt.pcap.DLT_EN10MB
         written = [bytes(buf) for _, buf in reader]
-    assert len(written) == 8
+    assert len(written) == 9
     pkts = rdpcap(str(out))
     assert [bytes(p) for p in pkts] == written
 
@@ -135,9 +136,11 @@ def test_cli_json_and_written_replies(capture, tmp_path, capsys):
     assert DHCP6_Advertise in pkts[4] and pkts[4][DHCP6OptIAAddress].addr == vm_ipv6(2)
     assert DHCP6_Reply in pkts[5] and pkts[5][DHCP6OptIAAddress].addr == vm_ipv6(3)
     assert pkts[6][ICMPv6ND_NA].tgt == "fe80::1" and pkts[6][IPv6].dst == ll(0)
-    pool_offer = pkts[7]
+    pool_offer, pool_ack = pkts[7], pkts[8]
     assert pool_offer[Ether].dst == pool_mac(0) and dhcp_type(pool_offer) == 2
-    assert ipaddress.IPv4Address(pool_offer[BOOTP].yiaddr) in ipaddress.ip_network("10.246.0.0/16")
+    assert pool_offer[BOOTP].yiaddr == POOL_FIRST
+    assert pool_ack[Ether].dst == pool_mac(0) and dhcp_type(pool_ack) == 5
+    assert pool_ack[BOOTP].yiaddr == POOL_FIRST
 
     # Checksums as scapy computes them.
     for p in pkts:

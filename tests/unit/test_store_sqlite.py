@@ -191,6 +191,19 @@ def test_set_node_get_node(make_store):
     assert make_store().get_node(mac(1)) == "node-b"
 
 
+def test_first_sightings_record_only_the_new(make_store):
+    store = make_store()
+    store.set_node(mac(2), "node-b", NOW)
+    assert store.first_sightings([mac(1), mac(2), mac(3)], "node-a", NOW + 5) == [
+        None,
+        ("node-b", NOW),
+        None,
+    ]
+    assert [store.get_node(mac(i)) for i in (1, 2, 3)] == ["node-a", "node-b", "node-a"]
+    # Asked again: now recorded, with the time of that first sighting.
+    assert store.first_sightings([mac(1)], "node-c", NOW + 9) == [("node-a", NOW + 5)]
+
+
 def test_not_open_is_store_error(tmp_path):
     store = SqliteLeaseStore(tmp_path / "x.db")
     with pytest.raises(StoreError):
