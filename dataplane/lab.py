@@ -147,6 +147,23 @@ def client_available(name: str) -> bool:
     return shutil.which(name) is not None
 
 
+def spawn_dhcpcd(
+    lab: Lab, ns: str, ifname: str, family: str, conf: Path, timeout: float
+) -> subprocess.Popen:
+    """dhcpcd (`family` "-4" or "-6") in the foreground (-B: we own its PID). It keeps its
+    leases, DUID and control sockets in fixed host paths: this run gets private ones
+    (`ip netns exec` runs it in a mount namespace of its own), so VMs never see each other's."""
+    private = (
+        "for d in /var/lib/dhcpcd /run/dhcpcd; do mkdir -p $d && "
+        'mount -t tmpfs lmdp-lab $d || exit 1; done; exec "$@"'
+    )
+    return lab.popen(
+        ns, "sh", "-c", private, "sh", "dhcpcd", "-B", family, "-f", str(conf),
+        "-t", str(int(timeout)), ifname,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 @dataclass
 class VmClient:
     """Runs one real DHCP client inside a VM namespace and stops it afterwards."""
@@ -178,18 +195,7 @@ class VmClient:
         if self.kind == "dhcpcd":
             conf = self._path("dhcpcd.conf")
             conf.write_text(self.conf or DHCPCD_CONF)
-            # dhcpcd keeps leases and control sockets in fixed host paths: give this run
-            # private ones (`ip netns exec` runs us in a mount namespace of our own), so VMs
-            # never see each other's leases. -B: stay in the foreground; we own its PID.
-            private = (
-                "for d in /var/lib/dhcpcd /run/dhcpcd; do mkdir -p $d && "
-                'mount -t tmpfs lmdp-lab $d || exit 1; done; exec "$@"'
-            )
-            self.proc = self.lab.popen(
-                self.ns, "sh", "-c", private, "sh", "dhcpcd", "-B", "-4", "-f", str(conf),
-                "-t", str(int(timeout)), self.ifname,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
+            self.proc = spawn_dhcpcd(self.lab, self.ns, self.ifname, "-4", conf, timeout)
             return ""
         if self.kind == "udhcpc":
             return self.lab.exec(
@@ -441,16 +447,7 @@ class Dhcp6Client:
         if self.kind == "dhcpcd":
             conf = self._path("dhcpcd.conf")
             conf.write_text(self.conf or (DHCPCD6_RA_CONF if self.ra else DHCPCD6_CONF))
-            # As VmClient: private /var/lib/dhcpcd (its DUID and leases) and /run/dhcpcd.
-            private = (
-                "for d in /var/lib/dhcpcd /run/dhcpcd; do mkdir -p $d && "
-                'mount -t tmpfs lmdp-lab $d || exit 1; done; exec "$@"'
-            )
-            self.proc = self.lab.popen(
-                self.ns, "sh", "-c", private, "sh", "dhcpcd", "-B", "-6", "-f", str(conf),
-                "-t", str(int(timeout)), self.ifname,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
+            self.proc = spawn_dhcpcd(self.lab, self.ns, self.ifname, "-6", conf, timeout)
             return ""
         raise LabError(f"unknown DHCPv6 client {self.kind}")
 
