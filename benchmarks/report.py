@@ -30,6 +30,10 @@ NAME.md beside it when there is one (the replay benchmark's); failing that, when
 (lists and objects left out), with a "target" string above it and a "method" string below.
 Order: replay, kea, arp_flood, latency, idle, scale, ports_memory, then any other
 NAME.json by name. Each benchmark's `.png` is linked when it exists.
+
+A "Targets" table comes first: every benchmark's "targets", or for replay, latency and
+arp_flood (which write none) targets judged here from their results. The same table replaces
+what stands between SUMMARY_START and SUMMARY_END in the project's README.md.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 ORDER = ["replay", "kea", "arp_flood", "latency", "idle", "scale", "ports_memory"]
 TITLES = {"replay": "Replay (no sockets)"}
+# The project README's copy of the targets table sits between these lines.
+SUMMARY_START = "<!-- benchmarks/report.py: targets -->"
+SUMMARY_END = "<!-- /benchmarks/report.py -->"
 
 
 def _cell(value) -> str:
@@ -156,9 +163,126 @@ def render_one(data: dict, md_fallback: str | None = None, png: str | None = Non
     return "\n".join(out)
 
 
-def build(results_dir: str = RESULTS) -> str:
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f} ms"
+
+
+def derived_targets(name: str, data: dict) -> list[dict]:
+    """Targets of the benchmarks that write none themselves, judged from their results."""
+    results = [r for r in data.get("results") or [] if isinstance(r, dict)]
+    if name == "replay":
+        return [
+            {
+                "target": f"replay, one core: {r['label']} at least "
+                f"{r['target_replies_per_s']:,} replies/s",
+                "measured": f"{r['median_replies_per_s']:,.0f}/s (median)",
+                "met": r["median_replies_per_s"] >= r["target_replies_per_s"],
+            }
+            for r in results
+            if r.get("target_replies_per_s") and r.get("median_replies_per_s") is not None
+        ]
+    if name == "latency":
+        mine = [r for r in results if r.get("responder") != "kernel" and "p99_us" in r]
+        if not mine:
+            return []
+        return [
+            {
+                "target": data.get("target") or "p99 reply latency under 1 ms at low rate",
+                "measured": ", ".join(
+                    f"{r.get('label')}, {r.get('kind')}: {_ms(r['p99_us'])}" for r in mine
+                ),
+                "met": all(r["p99_us"] < 1000 and not r.get("missing") for r in mine),
+            }
+        ]
+    if name == "arp_flood":
+        kernel = next((r for r in results if r.get("responder") == "kernel"), None)
+        mine = [r for r in results if r.get("responder") != "kernel"]
+        if kernel is None or not mine:
+            return []
+        default = next((r for r in mine if "default" in str(r.get("label"))), mine[0])
+
+        def text(r: dict) -> str:
+            return (
+                f"{r.get('label')}: {100 * r['median_share_answered']:.1f} % answered, "
+                f"{r.get('ratio_to_kernel_rate', 0):.2f}x the kernel's rate"
+            )
+
+        return [
+            {
+                "target": data.get("target")
+                or "100 % of an ARP flood answered at the kernel's rate",
+                "measured": "; ".join(
+                    text(r) for r in [default, *[m for m in mine if m is not default]]
+                )
+                + f" (kernel: {kernel['median_replies_per_s']:,.0f} replies/s)",
+                "met": default["median_share_answered"] >= 1.0
+                and default.get("ratio_to_kernel_rate", 0) >= 1.0,
+            }
+        ]
+    return []
+
+
+def load(results_dir: str = RESULTS) -> list[tuple[str, dict | Exception]]:
+    """Every results/NAME.json in report order, parsed (or the error that stopped it)."""
     names = sorted(f[:-5] for f in os.listdir(results_dir) if f.endswith(".json"))
     names = [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+    out: list[tuple[str, dict | Exception]] = []
+    for name in names:
+        try:
+            with open(os.path.join(results_dir, f"{name}.json")) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            out.append((name, e))
+            continue
+        data["benchmark"] = name  # the file's name (a variant run may carry its parent's)
+        out.append((name, data))
+    return out
+
+
+def summary(results_dir: str = RESULTS) -> str:
+    """The targets of every benchmark in one table (the project README carries it)."""
+    rows = []
+    for name, data in load(results_dir):
+        if isinstance(data, Exception) or name not in ORDER:
+            continue
+        for t in data.get("targets") or derived_targets(name, data):
+            verdict = "-" if t.get("met") is None else ("met" if t["met"] else "**not met**")
+            rows.append([t.get("target"), t.get("measured"), verdict, data.get("date", "?")])
+    table = render_table(
+        {
+            "columns": ["Target", "Measured", "Verdict", "Run"],
+            "align": ["l", "l", "l", "l"],
+            "rows": rows,
+        }
+    )
+    machines = set()
+    for _, d in load(results_dir):
+        m = isinstance(d, dict) and d.get("machine")
+        if m:
+            keep = {k: m[k] for k in ("cpu", "cpus", "python", "kernel") if k in m}
+            machines.add(machine_line({"machine": keep})[len("Measured on ") : -1])
+    where = "; ".join(sorted(machines))
+    return (
+        table
+        + f"\n\nMachine: {where}. Each run's lmdp commit, command and full tables: "
+        + "[`benchmarks/results/README.md`](benchmarks/results/README.md)."
+    )
+
+
+def update_readme(path: str, text: str) -> bool:
+    """Put `text` between the summary markers of the README at `path`; False if it has none."""
+    with open(path) as f:
+        readme = f.read()
+    start, end = readme.find(SUMMARY_START), readme.find(SUMMARY_END)
+    if start < 0 or end < start:
+        return False
+    readme = readme[: start + len(SUMMARY_START)] + "\n" + text + "\n" + readme[end:]
+    with open(path, "w") as f:
+        f.write(readme)
+    return True
+
+
+def build(results_dir: str = RESULTS) -> str:
     out = [
         "# lmdp benchmark results",
         "",
@@ -166,15 +290,15 @@ def build(results_dir: str = RESULTS) -> str:
         "(`make bench` runs every benchmark, then this). Each section names the machine and "
         "the date of its own run.",
         "",
+        "## Targets",
+        "",
+        summary(results_dir),
+        "",
     ]
-    for name in names:
-        try:
-            with open(os.path.join(results_dir, f"{name}.json")) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            out += [f"## {name}", "", f"(unreadable results/{name}.json: {e})", ""]
+    for name, data in load(results_dir):
+        if isinstance(data, Exception):
+            out += [f"## {name}", "", f"(unreadable results/{name}.json: {data})", ""]
             continue
-        data["benchmark"] = name  # the file's name (a variant run may carry its parent's)
         md = os.path.join(results_dir, f"{name}.md")
         fallback = open(md).read() if os.path.exists(md) else None  # noqa: SIM115
         png = f"{name}.png" if os.path.exists(os.path.join(results_dir, f"{name}.png")) else None
@@ -188,6 +312,9 @@ def main() -> int:
     with open(path, "w") as f:
         f.write(text)
     print(f"wrote {os.path.relpath(path)}", file=sys.stderr)
+    readme = os.path.join(HERE, "..", "README.md")
+    if update_readme(readme, summary()):
+        print(f"updated the targets table in {os.path.relpath(readme)}", file=sys.stderr)
     return 0
 
 
