@@ -645,9 +645,10 @@ def describe(data: dict) -> None:
         "a point again when that exceeds "
         f"{data.get('max_others', 0.3)} cores; a point still disturbed is flagged.",
         "lmdp commits every new allocation to SQLite (WAL, synchronous=FULL, one transaction "
-        "and one fsync per group of allocations) before it sends the OFFER / ADVERTISE, so the "
-        "first half of the exchange carries the commit; Kea with memfile `persist: false` "
-        "writes nothing. `lmdp-tmpfs` puts the store on /dev/shm, where the fsync is free.",
+        "and one fsync per group of allocations, at most one group a millisecond) before it "
+        "sends the ACK / REPLY, so the second half of the exchange carries the commit; Kea "
+        "with memfile `persist: false` writes nothing. `lmdp-tmpfs` puts the store on "
+        "/dev/shm, where the fsync is free.",
     ]
 
 
