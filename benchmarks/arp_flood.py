@@ -2,7 +2,7 @@
 lmdp answers, beside the kernel's own ARP answering the same flood.
 
     flock /tmp/lmdp-bench.lock .venv/bin/python benchmarks/arp_flood.py \\
-        [--requests 300000] [--macs 256] [--runs 3] [--variants ring,classic]
+        [--requests 300000] [--macs 256] [--runs 3] [--variants default,classic]
 
 Needs root, `tcpreplay` (Debian package `tcpreplay`) and matplotlib for the plot.
 
@@ -18,8 +18,9 @@ snd0 receives is a reply, and the counter costs the sender nothing per frame.
 Per run and responder:
 - `kernel`: rsp0 holds 169.254.1.1/16, no lmdp; its neighbour table is flushed first (the
   kernel makes an entry per asker, as it answers).
-- an lmdp variant (`--variants`, see netbench.VARIANTS; `ring` is the default socket path,
-  `classic` the recv_into/send path it replaced): `lmdp serve` on rsp0, whose config's
+- an lmdp variant (`--variants`, see netbench.VARIANTS; `default` is rings on demand, the
+  default socket path, `classic` the recv_into/send path every port starts on, `ring`
+  small rings on every port from the attach): `lmdp serve` on rsp0, whose config's
   gateway is 169.254.1.1; rsp0 has no address, so the kernel stays silent.
 
 Reported per responder: replies, share answered (replies / requests), replies per second
@@ -321,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs per responder (3)")
     p.add_argument(
         "--variants",
-        default="ring,classic",
-        help=f"lmdp variants beside the kernel, from: {', '.join(VARIANTS)} (ring,classic)",
+        default="default,classic",
+        help=f"lmdp variants beside the kernel, from: {', '.join(VARIANTS)} (default,classic)",
     )
     p.add_argument("--out", default="arp_flood", help="result file name (arp_flood)")
     p.add_argument(

@@ -41,8 +41,9 @@ GATEWAY_MAC = "0a:58:a9:fe:01:01"
 
 # lmdp variant -> (label, environment of `lmdp serve`); see dataplane/afpacket.py.
 VARIANTS = {
-    "ring": ("lmdp, RX+TX rings (LMDP_RING=1)", {"LMDP_RING": "1"}),
-    "classic": ("lmdp, recv_into/send (default)", {"LMDP_RING": "0"}),
+    "default": ("lmdp, rings on demand (default: 8192x256)", {"LMDP_RING": "auto"}),
+    "classic": ("lmdp, recv_into/send (LMDP_RING=0)", {"LMDP_RING": "0"}),
+    "ring": ("lmdp, RX+TX rings from the attach (LMDP_RING=1)", {"LMDP_RING": "1"}),
     "tx-1024": ("lmdp, rings, 1024-byte TX slots", {"LMDP_RING": "128x512,16x1024"}),
     "rx-ring": ("lmdp, RX ring, send per reply", {"LMDP_RING": "128x512,0"}),
     "ring-bypass": (
@@ -51,6 +52,8 @@ VARIANTS = {
     ),
     "ring-256": ("lmdp, rings, 256 RX slots (+64 KiB)", {"LMDP_RING": "256x512,16x512"}),
     "ring-512": ("lmdp, rings, 512 RX slots (+192 KiB)", {"LMDP_RING": "512x512,16x512"}),
+    "auto-2048": ("lmdp, on demand, 2048 RX slots of 512 B", {"LMDP_RING": "auto:2048x512,64x512"}),
+    "auto-4096": ("lmdp, on demand, 4096 RX slots of 512 B", {"LMDP_RING": "auto:4096x512,64x512"}),
 }
 
 

@@ -2,50 +2,71 @@
 
 One socket per attached interface. The socket is created with protocol 0 (it receives
 nothing), the filter is attached, and only then is it bound to ETH_P_ALL on the interface:
-no frame can slip in before the filter is in place, so no drain step is needed. It serves at
-once, one frame a call; its receive ring is added on a setup thread (PACKET_VERSION is set
-before the bind, as the kernel wants it before any ring; adding a ring to a bound socket
-unhooks it for the kernel's wait, then hooks it again), and `recv_batch` switches to the ring
-when it is ready, after reading what was queued before it.
+no frame can slip in before the filter is in place, so no drain step is needed.
+
+Rings on demand (the default). A port starts on the classic path, one `recv_into` a frame
+and one `send` a reply: cheap (no ring pages), and as fast as anything for a port that sees
+a few frames a second. A port that shows load, a `recv_batch` that comes back full (64
+frames were queued at once: the loop is behind on this port), moves to TPACKET_V2 receive
+and transmit rings sized for a flood (`FLOOD_RING`: 8192 receive slots of 256 bytes and 64
+transmit slots of 512 bytes, 2.03 MiB: at a flood of 300,000 ARP requests a second, 27 ms of
+frames when the loop falls behind). The move takes no system call that waits: a ring socket
+is built ahead on a setup thread (`_Spares`, one at a time), so the port moves at once, and
+the next spare is built behind it. At most `MAX_RING_PORTS` ports hold rings at a time; a
+port keeps its rings until it is detached. `LMDP_RING` overrides: `0` never rings; `1` rings
+on every port from the attach (`DEFAULT_RING`: 128 receive and 16 transmit slots, 72 KiB a
+port); `RXxSIZE[,TXxSIZE]` (e.g. `256x512,16x512`; `TX` may be `0`, receive ring only) rings
+of that geometry on every port; `auto:RXxSIZE[,TXxSIZE]` on demand with that geometry.
+
+How a port moves (`PacketSocket._install`, on the loop's thread). Its rings live on new
+sockets: the receive ring on a socket with a drop-all filter and the transmit ring on a
+socket that receives nothing, both built unbound. The move binds them to the port, gives the
+receive socket the real filter (the ring takes our frames from then on), gives the old
+socket a drop-all filter (it takes no more), reads what the old socket had queued (older
+than anything in the ring, so first), and swaps: `fd` changes, and `on_swap(old_fd)` tells
+whoever polls it (the engine moves its reader); the old socket is closed on a closing
+thread. A frame that arrives between the two filters may be read from both (answered twice);
+none is lost. Why not a ring on the bound socket: the kernel unhooks a bound socket while it
+sets up a ring and waits for an RCU grace period (frames on the wire then are lost), and
+since the 2025 fix to packet_set_ring() (CVE-2025-38617) it also clears the socket's
+protocol for that wait even when the socket is not hooked, a socket bound while its link was
+down: a NETDEV_UP in that window finds no protocol and leaves the socket unhooked, and the
+ring setup does not hook it either, so the port stays deaf until its link goes down and up
+again. That was the race behind "a port re-created under the same name is sometimes deaf" (a
+new tap is bound while down and brought up at once). A ring set before the bind, on a socket
+that is not bound, has nothing to lose; the bind itself is race-free against link events
+(the kernel checks the link under the socket's bind lock).
 
 Receive: a PACKET_RX_RING of TPACKET_V2 slots mapped with mmap. The kernel writes each
 accepted frame into the next free slot and wakes the reader at once (V2 has no block retire
 timer: a lone request is not held back, unlike TPACKET_V3 at low rates); `recv_batch` walks
 the slots with one precompiled unpack each, copies the frame out as `bytes` and hands the
-slot straight back, so no view of the ring ever escapes. A frame bigger than a slot (slots are
-small, to keep a thousand ports cheap: ARP, NDP and ordinary DHCP fit) is marked
-TP_STATUS_COPY and also queued whole on the socket (PACKET_COPY_THRESH); it is read from
-there with `recv_into`, in order.
+slot straight back, so no view of the ring ever escapes. A frame bigger than a slot (ARP,
+NDP and most DHCPv6 fit in 256 bytes, ordinary DHCPv4 in 512) is marked TP_STATUS_COPY and
+also queued whole on the socket (PACKET_COPY_THRESH, set before the bind, so the queue never
+holds anything else); it is read from there with `recv_into`, in order.
 
-Transmit: a PACKET_TX_RING, on a second socket bound to the port that receives nothing and
-is never polled. `send` writes the frame into the next slot and marks it; between
-`recv_batch` and `flush` (the engine's reader callback) the marked slots go out together with
-one `send()` call, outside a batch at once. A frame bigger than a slot goes out on a plain
-socket, after the slots before it. The slots are filled strictly in order, because the kernel
-stops at the first slot that is not marked. (The kernel attaches a slot's bytes to the frame
-without copying, and copies them where a frame would outlive the slot, as through a veth or
-a tap: so the ring saves system calls, not copies.)
+Transmit: a PACKET_TX_RING, on the second socket, never polled. `send` writes the frame into
+the next slot and marks it; between `recv_batch` and `flush` (the engine's reader callback)
+the marked slots go out together with one `send()` call, outside a batch at once. A frame
+bigger than a slot goes out on a plain socket, after the slots before it. The slots are
+filled strictly in order, because the kernel stops at the first slot that is not marked.
+(The kernel attaches a slot's bytes to the frame without copying, and copies them where a
+frame would outlive the slot, as through a veth or a tap: so the ring saves system calls,
+not copies.)
 
-Rings are opt-in (`LMDP_RING=1`): under CPU load a port deleted and re-created with the same
-name was sometimes left deaf on the ring path (tests/integration/test_links.py failed 2 of 8
-runs with two busy loops beside it, 0 of 8 without rings), and that race is not found yet.
-Without rings (the default, `LMDP_RING=0`, or when the kernel refuses them): one `recv_into`
-per frame and one `send` per reply.
-
-Memory: the ring pages count in the process's resident set from the moment they are mapped
-(the kernel maps them all at once), so rings are kept small: by default 128 receive slots and
-16 transmit slots of 512 bytes, 72 KiB per port (benchmarks/ports_memory.py; an OFFER with
-the usual options is 435 bytes, and longer replies take the plain socket). `LMDP_RING`
-changes that for benchmarks: `0` (no rings), or `RXxSIZE[,TXxSIZE]`, e.g. `256x512,16x512`;
-`TX` may be `0` (receive ring only).
+Memory: ring pages count in the process's resident set from the moment they are mapped (the
+kernel maps them all at once): with rings on demand, a thousand idle ports cost no ring
+memory, the spare costs 2.03 MiB, and a port under load 2.03 MiB more (at most
+`MAX_RING_PORTS` of them) (benchmarks/ports_memory.py, benchmarks/scale.py).
 
 Cost of a ring outside the hot path: the kernel waits for an RCU grace period each time a
 ring is set up or torn down, and when a packet socket is closed (measured 10-12 ms each
-here), so rings are set up, and sockets closed, on threads of their own (see `PacketSocket`
-and `close`): the loop never waits for it, and a thousand ports overlap their waits.
+here), so rings are set up, and sockets closed, on threads of their own: the loop never
+waits for it, and a thousand ports overlap their waits.
 
-`LMDP_QDISC_BYPASS=1` sets PACKET_QDISC_BYPASS: frames skip the device's queueing discipline,
-and packet taps such as tcpdump on the port no longer see them.
+`LMDP_QDISC_BYPASS=1` sets PACKET_QDISC_BYPASS: frames skip the device's queueing
+discipline, and packet taps such as tcpdump on the port no longer see them.
 
 Ordering: the walk reads a slot's status and then its bytes, as separate loads with no
 barrier between them, which is sound where loads are not reordered with other loads (x86).
@@ -62,9 +83,18 @@ import mmap
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["PacketSocket", "RingGeometry", "build_filter", "ring_from_env", "ACCEPT_SNAPLEN"]
+__all__ = [
+    "ACCEPT_SNAPLEN",
+    "FLOOD_RING",
+    "PacketSocket",
+    "RingGeometry",
+    "RingPolicy",
+    "build_filter",
+    "ring_from_env",
+]
 
 log = logging.getLogger("lmdp.afpacket")
 
@@ -79,6 +109,7 @@ PACKET_LOSS = 14
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23  # Linux 4.20: our own transmissions are not looped back
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
 ACCEPT_SNAPLEN = 0xFFFF
 
 TPACKET_V2 = 1
@@ -152,6 +183,9 @@ def build_filter() -> list[tuple[int, int, int, int]]:
     return out
 
 
+_DROP_ALL = [(_RET_K, 0, 0, 0)]  # a socket with this filter takes nothing
+
+
 def _attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
     raw = b"".join(_insn.pack(*i) for i in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
@@ -192,29 +226,53 @@ class RingGeometry:
         return rx[0] * rx[1] + (tx[0] * tx[1] if tx else 0)
 
 
-DEFAULT_RING = RingGeometry()
+DEFAULT_RING = RingGeometry()  # rings on every port (LMDP_RING=1): small, 72 KiB a port
+# 256-byte receive slots hold frames of up to 190 bytes (ARP, NDP, RS, most DHCPv6); a
+# DHCPv4 frame takes a slot and the copy on the socket's queue.
+FLOOD_RING = RingGeometry(rx_frames=8192, rx_frame=256, tx_frames=64, tx_frame=512)
+MAX_RING_PORTS = 32  # ports holding on-demand rings at a time (2.03 MiB each)
 
 
-def ring_from_env(environ=os.environ) -> RingGeometry | None:
-    """The ring geometry `LMDP_RING` asks for (see the module's docstring); None: no rings."""
+@dataclass(frozen=True, slots=True)
+class RingPolicy:
+    """When a port gets rings of `geometry`: `on_demand`, once it shows load (the default,
+    see the module's docstring), or else from the attach."""
+
+    geometry: RingGeometry = FLOOD_RING
+    on_demand: bool = True
+
+
+ON_DEMAND = RingPolicy()
+
+
+def _parse_geometry(text: str) -> RingGeometry:
+    rx, _, tx = text.partition(",")
+    rx_frames, rx_frame = (int(x) for x in rx.split("x"))
+    if not tx:
+        tx_frames, tx_frame = DEFAULT_RING.tx_frames, DEFAULT_RING.tx_frame
+    elif tx == "0":
+        tx_frames, tx_frame = 0, DEFAULT_RING.tx_frame
+    else:
+        tx_frames, tx_frame = (int(x) for x in tx.split("x"))
+    return RingGeometry(rx_frames, rx_frame, tx_frames, tx_frame)
+
+
+def ring_from_env(environ=os.environ) -> RingPolicy | None:
+    """The ring policy `LMDP_RING` asks for (see the module's docstring); None: no rings."""
     text = environ.get("LMDP_RING", "").strip().lower()
+    if text in ("", "auto"):
+        return ON_DEMAND
+    if text in ("0", "off", "no"):
+        return None
     if text in ("1", "on", "yes"):
-        return DEFAULT_RING
-    if text in ("", "0", "off", "no"):
-        return None  # the default until the re-attach race (module docstring) is fixed
+        return RingPolicy(DEFAULT_RING, on_demand=False)
     try:
-        rx, _, tx = text.partition(",")
-        rx_frames, rx_frame = (int(x) for x in rx.split("x"))
-        if not tx:
-            tx_frames, tx_frame = DEFAULT_RING.tx_frames, DEFAULT_RING.tx_frame
-        elif tx == "0":
-            tx_frames, tx_frame = 0, DEFAULT_RING.tx_frame
-        else:
-            tx_frames, tx_frame = (int(x) for x in tx.split("x"))
-        return RingGeometry(rx_frames, rx_frame, tx_frames, tx_frame)
+        if text.startswith("auto:"):
+            return RingPolicy(_parse_geometry(text[5:]), on_demand=True)
+        return RingPolicy(_parse_geometry(text), on_demand=False)
     except ValueError as e:
-        log.warning("LMDP_RING=%r ignored (%s); using the default rings", text, e)
-        return DEFAULT_RING
+        log.warning("LMDP_RING=%r ignored (%s); rings on demand", text, e)
+        return ON_DEMAND
 
 
 def _layout(frames: int, frame_size: int) -> tuple[int, int, int, int]:
@@ -283,12 +341,23 @@ def _send(send, frame: bytes, *address) -> bool:
 
 
 class _Rings:
-    """What the ring setup built, handed from the setup thread to the loop's."""
+    """A port's rings, on sockets of their own, built unbound on a setup thread (`_build`)
+    and handed to the loop's thread, which binds them to the port (`PacketSocket._install`)."""
 
-    __slots__ = ("geometry", "rx_mm", "rx_offsets", "tx_sock", "tx_mm", "tx_offsets", "tx_max")
+    __slots__ = (
+        "geometry",
+        "rx_sock",
+        "rx_mm",
+        "rx_offsets",
+        "tx_sock",
+        "tx_mm",
+        "tx_offsets",
+        "tx_max",
+    )
 
     def __init__(self, geometry: RingGeometry):
         self.geometry = geometry
+        self.rx_sock: socket.socket | None = None
         self.rx_mm: mmap.mmap | None = None
         self.rx_offsets: list[int] = []
         self.tx_sock: socket.socket | None = None
@@ -297,14 +366,112 @@ class _Rings:
         self.tx_max = 0
 
     def release(self) -> None:
-        """Unmap, and close the transmit socket (blocking: on a closing thread)."""
+        """Unmap, then close the sockets (blocking: on a closing thread). Unmapped first:
+        the kernel frees a ring once it is unmapped and its socket closed."""
         for mm in (self.rx_mm, self.tx_mm):
             if mm is not None:
                 mm.close()
         self.rx_mm = self.tx_mm = None
-        if self.tx_sock is not None:
-            self.tx_sock.close()
-            self.tx_sock = None
+        for sock in (self.rx_sock, self.tx_sock):
+            if sock is not None:
+                sock.close()
+        self.rx_sock = self.tx_sock = None
+
+
+def _build(geometry: RingGeometry, qdisc_bypass: bool, bufsize: int) -> _Rings:
+    """On a setup thread: the transmit socket and ring, and the receive socket (filtered;
+    protocol 0: it takes nothing until it is bound) and ring; neither bound, so no link
+    event can be lost while the kernel sets the rings up (see the module's docstring)."""
+    rings = _Rings(geometry)
+    try:
+        if geometry.tx_frames:
+            tx = _layout(geometry.tx_frames, geometry.tx_frame)
+            tx_sock = rings.tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            tx_sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+            # A slot the kernel finds malformed is skipped and freed, never left to jam
+            # the ring (the kernel stops at the first slot it cannot send). Before the
+            # ring, as PACKET_VERSION: the kernel refuses both once a ring exists.
+            tx_sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
+            if qdisc_bypass:
+                tx_sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            _setsockopt_nogil(tx_sock.fileno(), PACKET_TX_RING, _REQ.pack(*tx))
+            rings.tx_mm = mmap.mmap(tx_sock.fileno(), tx[0] * tx[1], mmap.MAP_SHARED, _PROT_RW)
+            rings.tx_offsets = _slot_offsets(0, tx[0], tx[1], tx[2])
+            rings.tx_max = tx[2] - _TX_DATA
+            tx_sock.setblocking(False)
+        rx_sock = rings.rx_sock = _new_socket(build_filter(), bufsize, qdisc_bypass)
+        rx_sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        # A frame too long for its slot is also queued whole on the socket (the slot says
+        # TP_STATUS_COPY); nothing else ever is, as the ring takes every frame.
+        rx_sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
+        rx = _layout(geometry.rx_frames, geometry.rx_frame)
+        _setsockopt_nogil(rx_sock.fileno(), PACKET_RX_RING, _REQ.pack(*rx))
+        rings.rx_mm = mmap.mmap(rx_sock.fileno(), rx[0] * rx[1], mmap.MAP_SHARED, _PROT_RW)
+        rings.rx_offsets = _slot_offsets(0, rx[0], rx[1], rx[2])
+        return rings
+    except BaseException:
+        rings.release()
+        raise
+
+
+def _new_socket(prog, bufsize: int, qdisc_bypass: bool) -> socket.socket:
+    """An unbound, non-blocking packet socket (protocol 0: it receives nothing yet)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        _attach_filter(sock, prog)
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        except OSError:
+            pass  # kernels before 4.20: the filter still keeps load low
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+        if qdisc_bypass:
+            sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Spares:
+    """Ring sockets for on-demand rings, built ahead so that a port under load moves at
+    once: one is kept ready (or being built), and another is built when it is taken.
+    Used from the loop's thread only; the setup thread only builds."""
+
+    def __init__(self) -> None:
+        self.ready: list[_Rings] = []
+        self.building: concurrent.futures.Future | None = None
+        self.in_use = 0  # ports that hold, or are getting, on-demand rings
+        self.refused = False  # the kernel refused a ring: stop asking
+
+    def _collect(self) -> None:
+        building = self.building
+        if building is not None and building.done():
+            self.building = None
+            try:
+                self.ready.append(building.result())
+            except Exception as e:
+                self.refused = True
+                log.warning("no packet rings (%s): ports stay on one frame a call", e)
+
+    def prime(self, geometry: RingGeometry, qdisc_bypass: bool, bufsize: int) -> None:
+        """Have a spare of `geometry` ready, or being built."""
+        self._collect()
+        if self.refused or self.building is not None or self.in_use >= MAX_RING_PORTS:
+            return
+        if any(r.geometry == geometry for r in self.ready):
+            return
+        self.building = _ring_setup().submit(_build, geometry, qdisc_bypass, bufsize)
+
+    def take(self, geometry: RingGeometry) -> _Rings | None:
+        self._collect()
+        for i, rings in enumerate(self.ready):
+            if rings.geometry == geometry:
+                return self.ready.pop(i)
+        return None
+
+
+_spares = _Spares()
 
 
 class PacketSocket:
@@ -314,13 +481,15 @@ class PacketSocket:
     by the next `flush` when it comes between `recv_batch` and `flush` (a batch), at once
     otherwise; `fd` is for the event loop; `close` releases everything.
 
-    The socket serves at once on the classic path; its rings are set up on a thread of their
-    own, because the kernel waits for an RCU grace period per ring (measured 10-12 ms), which
-    would stall the loop at every attach and add half a minute to a start with a thousand
-    ports. `recv_batch` switches to them once they are ready (`settle` waits for that). The
-    TX ring lives on a second socket bound to the port that receives nothing and is never
-    polled: freeing a transmitted frame then wakes no one (on the polled socket every freed
-    frame ran the event loop's wait-queue callback: 4-5% of lmdp's CPU under a flood, perf).
+    The socket serves at once on the classic path. With rings on demand (the default), a
+    `recv_batch` that comes back full moves the port to rings, from a spare built ahead, or
+    from one built then on a setup thread; with rings always (`LMDP_RING=1` or a geometry),
+    they are built from the attach. Either way the move happens in `recv_batch`, on the
+    caller's thread, and changes `fd`: whoever polls `fd` sets `on_swap`, which is called
+    with the old fd once `fd` is the new one. `settle` waits for rings being built. The TX
+    ring lives on a second socket that receives nothing and is never polled: freeing a
+    transmitted frame then wakes no one (on the polled socket every freed frame ran the
+    event loop's wait-queue callback: 4-5% of lmdp's CPU under a flood, perf).
     """
 
     __slots__ = (
@@ -329,6 +498,10 @@ class PacketSocket:
         "sock",
         "fd",
         "ring",
+        "on_swap",
+        "_policy",
+        "_qdisc_bypass",
+        "_bufsize",
         "_rings",
         "_setup",
         "_mm",
@@ -348,18 +521,25 @@ class PacketSocket:
         self,
         ifname: str,
         bufsize: int = 1 << 20,
-        ring: RingGeometry | None | bool = True,
+        ring: RingPolicy | RingGeometry | None | bool = True,
         qdisc_bypass: bool | None = None,
     ):
-        """`ring`: True for `LMDP_RING` (default rings), a geometry, or None/False for none.
+        """`ring`: True for `LMDP_RING` (rings on demand unless it says otherwise), a policy,
+        a geometry (rings of it from the start), or None/False for none.
         `qdisc_bypass`: None for `LMDP_QDISC_BYPASS`."""
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
         if ring is True:
             ring = ring_from_env()
+        elif isinstance(ring, RingGeometry):
+            ring = RingPolicy(ring, on_demand=False)
         if qdisc_bypass is None:
             qdisc_bypass = os.environ.get("LMDP_QDISC_BYPASS", "") == "1"
         self.ring: RingGeometry | None = None  # the rings in use (None: classic path)
+        self.on_swap: Callable[[int], object] | None = None
+        self._policy: RingPolicy | None = ring or None
+        self._qdisc_bypass = qdisc_bypass
+        self._bufsize = bufsize
         self._rings: _Rings | None = None
         self._setup: concurrent.futures.Future | None = None
         self._mm: mmap.mmap | None = None
@@ -370,20 +550,9 @@ class PacketSocket:
         self._rx_head = self._tx_head = self._tx_pending = self._tx_max = 0
         self._batching = False
         self.truncated = 0  # frames longer than a slot whose whole copy could not be queued
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        sock = _new_socket(build_filter(), bufsize, qdisc_bypass)
         try:
-            _attach_filter(sock, build_filter())
-            try:
-                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            except OSError:
-                pass  # kernels before 4.20: the filter still keeps load low
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
-            if qdisc_bypass:
-                sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-            if ring:
-                sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)  # before any ring
             sock.bind((ifname, ETH_P_ALL))
-            sock.setblocking(False)
             # Bound while the link was down, the socket carries ENETDOWN; an event loop
             # that sees the error condition stops polling the fd. Clear it.
             clear_error(sock)
@@ -392,70 +561,91 @@ class PacketSocket:
             raise
         self.sock = sock
         self.fd = sock.fileno()
-        if ring:
-            self._setup = _ring_setup().submit(self._build, ring, qdisc_bypass)
+        policy = self._policy
+        if policy is None:
+            return
+        if policy.on_demand:
+            _spares.prime(policy.geometry, qdisc_bypass, bufsize)
+        else:
+            self._setup = _ring_setup().submit(_build, policy.geometry, qdisc_bypass, bufsize)
 
-    def _build(self, geometry: RingGeometry, qdisc_bypass: bool) -> _Rings:
-        """On a setup thread: the TX socket and ring, then the RX ring on the bound socket
-        (last, so that frames the ring takes are read from it promptly)."""
-        rings = _Rings(geometry)
-        rx_ring = False
-        try:
-            if geometry.tx_frames:
-                tx = _layout(geometry.tx_frames, geometry.tx_frame)
-                tx_sock = rings.tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-                tx_sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-                # A slot the kernel finds malformed is skipped and freed, never left to jam
-                # the ring (the kernel stops at the first slot it cannot send). Before the
-                # ring, as PACKET_VERSION: the kernel refuses both once a ring exists.
-                tx_sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
-                if qdisc_bypass:
-                    tx_sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-                _setsockopt_nogil(tx_sock.fileno(), PACKET_TX_RING, _REQ.pack(*tx))
-                rings.tx_mm = mmap.mmap(tx_sock.fileno(), tx[0] * tx[1], mmap.MAP_SHARED, _PROT_RW)
-                rings.tx_offsets = _slot_offsets(0, tx[0], tx[1], tx[2])
-                rings.tx_max = tx[2] - _TX_DATA
-                tx_sock.bind((self.ifname, 0))  # protocol 0: it receives nothing
-                tx_sock.setblocking(False)
-            rx = _layout(geometry.rx_frames, geometry.rx_frame)
-            _setsockopt_nogil(self.fd, PACKET_RX_RING, _REQ.pack(*rx))
-            rx_ring = True
-            rings.rx_mm = mmap.mmap(self.fd, rx[0] * rx[1], mmap.MAP_SHARED, _PROT_RW)
-            rings.rx_offsets = _slot_offsets(0, rx[0], rx[1], rx[2])
-            return rings
-        except BaseException:
-            rings.release()
-            if rx_ring:  # set but not mapped: take it down, or frames would vanish into it
-                with contextlib.suppress(OSError):
-                    _setsockopt_nogil(self.fd, PACKET_RX_RING, _REQ.pack(0, 0, 0, 0))
-            raise
+    def _upgrade(self) -> list[bytes]:
+        """A full batch on the classic path: move to rings (on demand) if a port may."""
+        policy = self._policy
+        if _spares.refused or _spares.in_use >= MAX_RING_PORTS:
+            return []
+        _spares.in_use += 1
+        rings = _spares.take(policy.geometry)
+        _spares.prime(policy.geometry, self._qdisc_bypass, self._bufsize)  # the next one
+        if rings is not None:
+            return self._install(rings)
+        # No spare yet: build ours; meanwhile the classic queue holds more of the burst.
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+        self._setup = _ring_setup().submit(
+            _build, policy.geometry, self._qdisc_bypass, self._bufsize
+        )
+        return []
 
-    def _install(self) -> list[bytes]:
-        """Switch to the rings built on the setup thread; returns the frames still queued
-        on the socket from before its ring (older than everything in the ring)."""
+    def _built(self) -> list[bytes]:
+        """The rings built on the setup thread are ready (or failed): move to them."""
         setup, self._setup = self._setup, None
         try:
             rings = setup.result()
         except Exception as e:
             # No ring (an old or restricted kernel, no memory): the classic path works.
             log.warning("%s: no packet ring (%s); receiving one frame a call", self.ifname, e)
+            self._no_rings()
             return []
-        old = self._recv_classic(1 << 30)
-        # Only now: a frame too long for its slot is also queued whole on the socket (the
-        # slot says TP_STATUS_COPY), and the queue must hold nothing else by then. (A long
-        # frame that reached the ring before this is lost, counted in `truncated`: the ring
-        # wakes the loop with its first frame, so that is a window of a wake-up, once.)
-        self.sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
+        return self._install(rings)
+
+    def _no_rings(self) -> None:
+        if self._policy is not None and self._policy.on_demand:
+            _spares.in_use -= 1
+        self._policy = None
+
+    def _install(self, rings: _Rings) -> list[bytes]:
+        """Move to `rings` (see the module's docstring); returns the frames the old socket
+        had queued (older than everything in the ring)."""
+        rx = rings.rx_sock
+        try:
+            rx.bind((self.ifname, ETH_P_ALL))  # the ring takes our frames from now on
+            clear_error(rx)
+            if rings.tx_sock is not None:
+                rings.tx_sock.bind((self.ifname, 0))  # protocol 0: it receives nothing
+        except OSError as e:
+            # The port is going away (ENODEV): its detach follows; stay where we are.
+            log.warning("%s: cannot move to packet rings: %s", self.ifname, e)
+            _closer().submit(rings.release)
+            self._no_rings()
+            return []
+        old, old_fd = self.sock, self.fd
+        _attach_filter(old, _DROP_ALL)  # ... and the old socket none
+        try:
+            frames = self._recv_classic(1 << 30)
+        except OSError:
+            frames = []  # (never raises half moved)
+        self.sock, self.fd = rx, rx.fileno()
         self._rings = rings
-        self._mm, self._rx_offsets = rings.rx_mm, rings.rx_offsets
+        self._mm, self._rx_offsets, self._rx_head = rings.rx_mm, rings.rx_offsets, 0
         self._tx_sock, self._tx_mm = rings.tx_sock, rings.tx_mm
-        self._tx_offsets, self._tx_max = rings.tx_offsets, rings.tx_max
+        self._tx_offsets, self._tx_max, self._tx_head = rings.tx_offsets, rings.tx_max, 0
         self.ring = rings.geometry
-        return old
+        if self.on_swap is not None:
+            self.on_swap(old_fd)  # before the old fd is closed, and its number reused
+        _closer().submit(old.close)
+        if self._policy.on_demand:
+            log.info(
+                "%s: under load: moved to packet rings (%d receive slots; %d frames were queued)",
+                self.ifname,
+                len(rings.rx_offsets),
+                len(frames),
+            )
+        return frames
 
     def settle(self, timeout: float | None = 10) -> bool:
-        """Wait until the rings are ready (the next `recv_batch` switches to them); True if
-        they are, or already in use. For tests and tools that need the ring path at once."""
+        """Wait until rings being built are ready (the next `recv_batch` moves to them);
+        True if they are, or already in use. For tests and tools that need the ring path."""
         setup = self._setup
         if setup is not None:
             with contextlib.suppress(concurrent.futures.TimeoutError):
@@ -469,10 +659,12 @@ class PacketSocket:
         """Drain up to `limit` frames without blocking; replies sent until `flush` are
         batched."""
         setup = self._setup
-        out = self._install() if setup is not None and setup.done() else []
+        out = self._built() if setup is not None and setup.done() else []
         mm = self._mm
         if mm is None:
             out += self._recv_classic(limit)
+            if len(out) >= limit and setup is None and self._policy is not None:
+                out += self._upgrade()  # (only on demand: else it is being built)
             self._batching = True
             return out
         offsets = self._rx_offsets
@@ -605,6 +797,9 @@ class PacketSocket:
         setup, self._setup = self._setup, None
         rings, self._rings = self._rings, None
         sock = self.sock
+        if (rings is not None or setup is not None) and self._policy is not None:
+            self._no_rings()
+        self._policy = None
         self._mm = self._tx_mm = self._tx_sock = None
         self._rx_offsets, self._tx_offsets = [], []
         self.ring = None
@@ -615,8 +810,8 @@ class PacketSocket:
                 with contextlib.suppress(Exception):
                     built = setup.result()
             if built is not None:
-                built.release()  # unmapped first: the kernel frees a ring once unmapped and closed
-            sock.close()
+                built.release()
+            sock.close()  # (the receive ring's socket, closed already, or the classic one)
 
         _closer().submit(finish)
 

@@ -141,7 +141,15 @@ class Engine:
         port = Port(ifname, psock)
         self.ports[ifname] = port
         if self.loop is not None:
-            self.loop.add_reader(psock.fd, self._on_readable, port)
+            loop = self.loop
+
+            def moved(old_fd: int) -> None:
+                # The port moved to packet rings on a new socket (afpacket): read that one.
+                loop.remove_reader(old_fd)
+                loop.add_reader(psock.fd, self._on_readable, port)
+
+            psock.on_swap = moved
+            loop.add_reader(psock.fd, self._on_readable, port)
         self.metrics.set_interfaces_attached(len(self.ports))
         log.info("attached %s (ifindex %d)", ifname, psock.ifindex)
         if self._ra_frame is not None:

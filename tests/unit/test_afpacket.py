@@ -16,11 +16,13 @@ import pytest
 
 from dataplane import afpacket
 from dataplane.afpacket import (
+    FLOOD_RING,
     TP_STATUS_COPY,
     TP_STATUS_SEND_REQUEST,
     TP_STATUS_USER,
     PacketSocket,
     RingGeometry,
+    RingPolicy,
     ring_from_env,
 )
 
@@ -78,6 +80,8 @@ def ring_socket(
     ps = object.__new__(PacketSocket)
     rx = afpacket._layout(geometry.rx_frames, geometry.rx_frame)
     ps.ifname, ps.ifindex, ps.ring = "tap0", 1, geometry
+    ps.on_swap, ps._policy = None, RingPolicy(geometry, on_demand=False)
+    ps._qdisc_bypass, ps._bufsize = False, 1 << 20
     ps._rings = ps._setup = None
     ps._mm = mmap.mmap(-1, rx[0] * rx[1])
     ps._rx_offsets = afpacket._slot_offsets(0, *rx[:3])
@@ -229,13 +233,20 @@ def test_a_link_down_at_flush_unmarks_what_was_queued():
 
 
 def test_geometry_and_the_environment_knob():
-    assert ring_from_env({}) is None  # opt-in, see the module docstring
-    assert ring_from_env({"LMDP_RING": "1"}) == RingGeometry()
+    on_demand = RingPolicy(FLOOD_RING, on_demand=True)
+    assert ring_from_env({}) == on_demand  # the default, see the module docstring
+    assert ring_from_env({"LMDP_RING": "auto"}) == on_demand
+    assert ring_from_env({"LMDP_RING": "1"}) == RingPolicy(RingGeometry(), on_demand=False)
     assert ring_from_env({"LMDP_RING": "0"}) is None
-    assert ring_from_env({"LMDP_RING": "256x512"}) == RingGeometry(256, 512)
-    assert ring_from_env({"LMDP_RING": "64x256,0"}).tx_frames == 0
-    assert ring_from_env({"LMDP_RING": "64x256,16x2048"}) == RingGeometry(64, 256, 16, 2048)
-    assert ring_from_env({"LMDP_RING": "banana"}) == RingGeometry()  # warned, default
+    assert ring_from_env({"LMDP_RING": "256x512"}) == RingPolicy(RingGeometry(256, 512), False)
+    assert ring_from_env({"LMDP_RING": "auto:1024x512,32x512"}) == RingPolicy(
+        RingGeometry(1024, 512, 32, 512), on_demand=True
+    )
+    assert ring_from_env({"LMDP_RING": "64x256,0"}).geometry.tx_frames == 0
+    assert ring_from_env({"LMDP_RING": "64x256,16x2048"}).geometry == RingGeometry(
+        64, 256, 16, 2048
+    )
+    assert ring_from_env({"LMDP_RING": "banana"}) == on_demand  # warned, the default
     with pytest.raises(ValueError):
         RingGeometry(64, 500)  # not a multiple of 16
     # Slots never straddle a page, and the ring is at least what was asked for.
@@ -243,33 +254,156 @@ def test_geometry_and_the_environment_knob():
     assert afpacket._layout(3, 6144) == (8192, 3, 6144, 3)
     assert RingGeometry(128, 512, 0).nbytes == 64 * 1024
     assert RingGeometry().nbytes == 72 * 1024
+    assert FLOOD_RING.nbytes == (2048 + 32) * 1024
 
 
-def test_the_switch_to_the_ring_reads_what_was_queued_before_it_first():
-    ps, kernel = ring_socket(RingGeometry(16, 256, 16, 256))
-    rings = afpacket._Rings(ps.ring)
-    rings.rx_mm, rings.rx_offsets = ps._mm, ps._rx_offsets
-    rings.tx_sock, rings.tx_mm = kernel, ps._tx_mm
-    rings.tx_offsets, rings.tx_max = ps._tx_offsets, ps._tx_max
-    # Still classic: the ring is being set up on its thread.
-    ps.ring = ps._mm = ps._tx_mm = None
+class FakeSocket:
+    """A socket's side of the move to rings: its filter, its bind, its queue, its close."""
+
+    def __init__(self, fd: int, queue: list[bytes] | None = None):
+        self.fd, self.queue, self.sent = fd, queue or [], []
+        self.filter: list | None = None
+        self.bound = self.closed = None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def bind(self, address) -> None:
+        self.bound = address
+
+    def getsockopt(self, *args) -> int:
+        return 0  # SO_ERROR
+
+    def setsockopt(self, level, option, value) -> None:
+        if option == afpacket.SO_ATTACH_FILTER:
+            self.filter = "drop all" if len(value) and value[0] == 1 else "ours"
+
+    def recv_into(self, buf) -> int:
+        if not self.queue:
+            raise BlockingIOError
+        frame = self.queue.pop(0)
+        buf[: len(frame)] = frame
+        return len(frame)
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def classic_socket(policy: RingPolicy | None, queue: list[bytes]) -> PacketSocket:
+    """A PacketSocket on the classic path, its socket a stand-in with `queue` queued."""
+    ps = object.__new__(PacketSocket)
+    ps.ifname, ps.ifindex, ps.ring, ps.on_swap, ps._policy = "tap0", 1, None, None, policy
+    ps._qdisc_bypass, ps._bufsize = False, 1 << 20
+    ps._rings = ps._setup = ps._mm = ps._tx_sock = ps._tx_mm = None
     ps._rx_offsets, ps._tx_offsets = [], []
-    setup = concurrent.futures.Future()
-    ps._setup = setup
-    kernel.queue += [frame(1), frame(2)]
-    assert ps.recv_batch(1) == [frame(1)]
-    assert ps.send(frame(50)) and kernel.wire == [frame(50)]  # a plain send
-    ps.flush()
-    setup.set_result(rings)  # ready: frames already went to the ring, others are queued
-    rx = RxWriter(ps, kernel)
-    ps._mm, ps._rx_offsets, ps.ring = rings.rx_mm, rings.rx_offsets, rings.geometry
-    rx.deliver(frame(3))  # (RxWriter reads the geometry from the socket)
-    ps._mm, ps._rx_offsets, ps.ring = None, [], None
-    kernel.queue.append(frame(4))  # queued before the ring existed, read before it
-    assert ps.recv_batch() == [frame(2), frame(4), frame(3)]
-    assert ps.ring is not None and kernel.options == {afpacket.PACKET_COPY_THRESH: 1}
-    ps.recv_batch()
-    ps.send(frame(51))
-    assert kernel.wire == [frame(50)]  # on the ring now: batched
-    ps.flush()
-    assert kernel.wire == [frame(50), frame(51)]
+    ps._rx_head = ps._tx_head = ps._tx_pending = ps._tx_max = 0
+    ps._batching = False
+    ps.truncated = 0
+    ps.sock = FakeSocket(7, queue)
+    ps.fd = 7
+    return ps
+
+
+def spare_rings(geometry: RingGeometry) -> tuple[afpacket._Rings, KernelSide]:
+    """Rings as `_build` leaves them, on anonymous mappings and stand-in sockets."""
+    rings = afpacket._Rings(geometry)
+    rx = afpacket._layout(geometry.rx_frames, geometry.rx_frame)
+    tx = afpacket._layout(geometry.tx_frames, geometry.tx_frame)
+    rings.rx_sock, rings.rx_mm = FakeSocket(9), mmap.mmap(-1, rx[0] * rx[1])
+    rings.rx_offsets = afpacket._slot_offsets(0, *rx[:3])
+    rings.tx_mm = mmap.mmap(-1, tx[0] * tx[1])
+    rings.tx_offsets, rings.tx_max = afpacket._slot_offsets(0, *tx[:3]), tx[2] - 32
+    return rings, None
+
+
+@pytest.fixture
+def spares(monkeypatch):
+    """A fresh spare pool that builds nothing (a test hands it its spares)."""
+    pool = afpacket._Spares()
+    monkeypatch.setattr(afpacket, "_spares", pool)
+    monkeypatch.setattr(pool, "prime", lambda *args: None)
+    monkeypatch.setattr(afpacket, "_closer", lambda: _Now())
+    return pool
+
+
+class _Now:
+    """The closing thread, run at once."""
+
+    def submit(self, fn, *args):
+        fn(*args)
+
+
+def test_a_full_batch_moves_the_port_to_rings_reading_the_old_queue_first(spares):
+    geometry = RingGeometry(16, 256, 16, 256)
+    old = [frame(i) for i in range(70)]  # the loop fell behind: a full batch and more
+    ps = classic_socket(RingPolicy(geometry), list(old))
+    old_sock = ps.sock
+    rings, _ = spare_rings(geometry)
+    tx = rings.tx_sock = FakeSocket(10)
+    spares.ready.append(rings)
+    swapped = []
+    ps.on_swap = lambda old_fd: swapped.append((old_fd, ps.fd))
+    # A full batch: the port moves, and what the old socket still held comes with it.
+    assert ps.recv_batch(64) == old
+    assert ps.ring == geometry and spares.in_use == 1 and spares.ready == []
+    assert swapped == [(7, 9)]  # the poller moves to the new fd, told the old one
+    assert rings.rx_sock.bound == ("tap0", afpacket.ETH_P_ALL)
+    assert tx.bound == ("tap0", 0)
+    assert old_sock.filter == "drop all" and old_sock.closed
+    # From now on the ring: a frame the kernel writes there comes out of the next batch.
+    rx = RxWriter(ps, KernelSide(ps))
+    rx.deliver(frame(99))
+    assert ps.recv_batch() == [frame(99)]
+    ps.close()
+    assert spares.in_use == 0
+
+
+def test_a_port_that_keeps_up_stays_classic(spares):
+    ps = classic_socket(RingPolicy(RingGeometry(16, 256, 16, 256)), [frame(i) for i in range(63)])
+    spares.ready.append(spare_rings(RingGeometry(16, 256, 16, 256))[0])
+    assert len(ps.recv_batch(64)) == 63
+    assert ps.ring is None and spares.in_use == 0 and len(spares.ready) == 1
+    # With rings off (LMDP_RING=0), even a full batch stays classic.
+    ps = classic_socket(None, [frame(i) for i in range(64)])
+    assert len(ps.recv_batch(64)) == 64 and ps.ring is None and spares.in_use == 0
+
+
+def test_no_more_than_max_ring_ports_move(spares, monkeypatch):
+    monkeypatch.setattr(afpacket, "MAX_RING_PORTS", 1)
+    geometry = RingGeometry(16, 256, 16, 256)
+    first = classic_socket(RingPolicy(geometry), [frame(i) for i in range(64)])
+    spares.ready += [spare_rings(geometry)[0], spare_rings(geometry)[0]]
+    first.recv_batch(64)
+    second = classic_socket(RingPolicy(geometry), [frame(i) for i in range(64)])
+    second.recv_batch(64)
+    assert first.ring == geometry and second.ring is None
+    first.close()  # its place is free again
+    second.sock.queue += [frame(i) for i in range(64)]
+    second.recv_batch(64)
+    assert second.ring == geometry
+
+
+def test_without_a_spare_the_rings_are_built_and_the_move_waits_for_them(spares, monkeypatch):
+    geometry = RingGeometry(16, 256, 16, 256)
+    built = concurrent.futures.Future()
+    monkeypatch.setattr(afpacket, "_ring_setup", lambda: _Submit(built))
+    ps = classic_socket(RingPolicy(geometry), [frame(i) for i in range(64)])
+    assert len(ps.recv_batch(64)) == 64 and ps.ring is None and ps._setup is built
+    ps.sock.queue.append(frame(64))
+    assert ps.recv_batch(64) == [frame(64)] and ps.ring is None  # still building
+    rings, _ = spare_rings(geometry)
+    built.set_result(rings)
+    ps.sock.queue.append(frame(65))
+    assert ps.recv_batch(64) == [frame(65)] and ps.ring == geometry
+
+
+class _Submit:
+    def __init__(self, future):
+        self.future = future
+
+    def submit(self, fn, *args):
+        return self.future
