@@ -13,7 +13,9 @@ kernel drops the replies at once instead of processing them. A pcap of `--reques
 who-has 169.254.1.1, cycling through `--macs` senders (each with its own MAC and an address
 in 169.254.0.0/16), built with scapy, is replayed with `tcpreplay --topspeed -K` (preloaded)
 from snd0 while a sampler in `snd` reads snd0's receive counter every 5 ms: every frame
-snd0 receives is a reply, and the counter costs the sender nothing per frame.
+snd0 receives is a reply, and the counter costs the sender nothing per frame. Unless
+`--no-pin`, tcpreplay runs on CPU 0 and lmdp on CPU 1, so neither takes the other's core
+(the kernel's ARP answers in the softirq of the sender's transmit, on CPU 0, either way).
 
 Per run and responder:
 - `kernel`: rsp0 holds 169.254.1.1/16, no lmdp; its neighbour table is flushed first (the
@@ -48,6 +50,7 @@ import sys
 import threading
 import time
 
+import benchlib
 from netbench import (
     GATEWAY_IP,
     RESULTS,
@@ -60,6 +63,8 @@ from netbench import (
     start_lmdp,
     write_lmdp_config,
 )
+
+SENDER_CPU, RESPONDER_CPU = 0, 1  # --pin: tcpreplay on one core, lmdp on the other
 
 SAMPLER = r"""
 import os, sys, time
@@ -137,7 +142,7 @@ def parse_tcpreplay(out: str) -> dict:
 
 
 def one_run(
-    lab, snd, rsp, pcap, requests, responder, label, config, progress, perf_dir=None
+    lab, snd, rsp, pcap, requests, responder, label, config, progress, perf_dir=None, pin=False
 ) -> dict:
     lmdp = None
     if responder == "kernel":
@@ -145,6 +150,8 @@ def one_run(
         lab.ip(rsp, "addr", "add", f"{GATEWAY_IP}/16", "dev", "rsp0")
     else:
         lmdp = start_lmdp(lab, rsp, config, VARIANTS[responder][1])
+        if pin:
+            benchlib.pin(lmdp.proc.pid, {RESPONDER_CPU})
     try:
         time.sleep(0.3)  # settle: nothing else on the link
         rsp_before = link_counters(lab, rsp, "rsp0")
@@ -160,8 +167,9 @@ def one_run(
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(0.5)
+        taskset = ["taskset", "-c", str(SENDER_CPU)] if pin else []
         replay = lab.popen(
-            snd, "tcpreplay", "--topspeed", "-K", "-i", "snd0", pcap,
+            snd, *taskset, "tcpreplay", "--topspeed", "-K", "-i", "snd0", pcap,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         while replay.poll() is None:
@@ -327,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default="arp_flood", help="result file name (arp_flood)")
     p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin tcpreplay to CPU 0 and lmdp to CPU 1 (the kernel answers in the "
+        "sender's softirq, on the sender's CPU, either way)",
+    )
+    p.add_argument(
         "--perf",
         action="store_true",
         help="profile lmdp with `perf record -g` during each flood (slows it: a separate run);"
@@ -345,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"kernel": "Linux kernel ARP", **{v: VARIANTS[v][0] for v in variants}}
     started = time.monotonic()
     runs: dict[str, list[dict]] = {r: [] for r in responders}
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
 
     def progress(msg: str) -> None:
         print(f"\r  {msg:<70}", end="", file=sys.stderr, flush=True)
@@ -364,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"[run {n + 1}/{args.runs}] {responder}"
                 run = one_run(
                     lab, snd, rsp, pcap, args.requests, responder, label, config, progress,
-                    str(lab.workdir) if args.perf else None,
+                    str(lab.workdir) if args.perf else None, pin,
                 )  # fmt: skip
                 if args.perf and responder != "kernel":
                     perf_report(lab.workdir, responder, os.path.join(RESULTS, args.out))
@@ -404,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([os.path.relpath(sys.argv[0]), *(argv or sys.argv[1:])]),
         "requests": args.requests,
         "macs": args.macs,
+        "pinned": pin,
         "target": "100% of the flood answered, at no less than the kernel's rate",
         "method": " ".join(__doc__.split("Per run and responder:")[0].split("\n\n", 2)[2].split()),
         "results": results,

@@ -696,6 +696,14 @@ class PacketSocket:
         self._batching = True  # (not before: a receive that raised opens no batch)
         return out
 
+    def rx_ready(self) -> bool | None:
+        """With a receive ring: whether a frame waits in it (one load, no system call);
+        None without a ring (ask the socket: poll it)."""
+        mm = self._mm
+        if mm is None:
+            return None
+        return bool(_U32.unpack_from(mm, self._rx_offsets[self._rx_head])[0] & TP_STATUS_USER)
+
     def _recv_copy(self) -> bytes | None:
         """The whole of a frame that did not fit its slot, from the socket's queue."""
         try:

@@ -39,6 +39,9 @@ IPPROTO_ICMPV6 = 58
 MEMO_LIMIT = 16384  # reused outcomes kept; the memo starts afresh when full
 MEMO_MAX_FRAME = 96  # longer frames are not looked up (ARP is 42-60 bytes, an NS 78-94)
 COMMIT_INTERVAL = 0.001  # seconds: group commits start at most this often
+RING_BATCHES = 16  # batches one wake-up reads from a port on rings, then the loop's turn
+SPIN_AFTER = 64  # frames in one wake-up that make a port on rings watch for more ...
+SPIN = 50e-6  # ... for this many seconds before the loop may sleep
 
 
 class RateLimitedLog:
@@ -207,15 +210,34 @@ class Engine:
     # -- the hot path ------------------------------------------------------------------
 
     def _on_readable(self, port: Port) -> None:
-        try:
-            frames = port.psock.recv_batch()
-        except OSError as e:
-            self._warn_log(logging.WARNING, "receive on %s failed: %s", port.ifname, e)
-            return
-        try:
-            self.process_batch(port, frames, time.time())
-        finally:
-            port.psock.flush()  # the batch's replies, in one send (afpacket's TX ring)
+        """Read and answer a batch. A port on packet rings (one under load: see afpacket)
+        goes on while its ring has frames, up to RING_BATCHES batches, and after a busy
+        stretch watches the ring for SPIN seconds before it lets the loop sleep: under a
+        flood the next frame is microseconds away, and a sleep and a wake-up per batch cost
+        more than the frames (measured: a fifth of the flood's time was spent idle)."""
+        psock = port.psock
+        busy = 0
+        for _ in range(RING_BATCHES):
+            try:
+                frames = psock.recv_batch()
+            except OSError as e:
+                self._warn_log(logging.WARNING, "receive on %s failed: %s", port.ifname, e)
+                return
+            try:
+                self.process_batch(port, frames, time.time())
+            finally:
+                psock.flush()  # the batch's replies, in one send (afpacket's TX ring)
+            busy += len(frames)
+            ready = psock.rx_ready()
+            if ready is None:
+                return  # no ring: one batch a wake-up (the loop calls again if need be)
+            if not ready:
+                if busy < SPIN_AFTER or port.ifname not in self.ports:
+                    return
+                deadline = time.perf_counter() + SPIN
+                while not psock.rx_ready():
+                    if time.perf_counter() > deadline:
+                        return
 
     def process_batch(self, port: Port, frames: Iterable[bytes], now: float) -> None:
         """Every frame of one batch received on `port` (also `lmdp replay`'s entry point).

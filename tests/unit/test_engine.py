@@ -279,3 +279,63 @@ def test_ra_sent_again_when_an_attached_port_changes_state(tmp_path, monkeypatch
         assert len(ras) == 1 and ras[0][6:12] == GW_MAC
     finally:
         e.close()
+
+
+class FakeQueue(FakeSocket):
+    """A socket with `queued` frames waiting, read 64 at a time; `ring`: as a port on packet
+    rings (rx_ready says whether frames wait), else as a classic socket (rx_ready None)."""
+
+    def __init__(self, frames: list[bytes], ring: bool):
+        super().__init__()
+        self.queued, self.ring, self.batches, self.flushes = list(frames), ring, 0, 0
+
+    def recv_batch(self, limit: int = 64) -> list[bytes]:
+        self.batches += 1
+        out, self.queued = self.queued[:limit], self.queued[limit:]
+        return out
+
+    def rx_ready(self) -> bool | None:
+        return bool(self.queued) if self.ring else None
+
+    def flush(self) -> int:
+        self.flushes += 1
+        return 0
+
+
+@pytest.mark.parametrize("ring", [True, False])
+def test_a_port_on_rings_is_drained_in_one_wake_up(engine, ring):
+    from dataplane.engine import RING_BATCHES
+
+    frames = [arp_frame()] * (64 * (RING_BATCHES + 2))
+    psock = FakeQueue(frames, ring)
+    engine.ports["tap0"] = port = Port("tap0", psock)
+    engine._on_readable(port)
+    # On rings: batch after batch while the ring has frames, up to RING_BATCHES, then the
+    # loop's turn; each batch's replies flushed. Classic: one batch per wake-up.
+    batches = RING_BATCHES if ring else 1
+    assert (psock.batches, psock.flushes, len(psock.sent)) == (batches, batches, 64 * batches)
+
+
+def test_a_busy_port_on_rings_watches_for_more_before_sleeping(engine, monkeypatch):
+    from dataplane import engine as engine_module
+
+    psock = FakeQueue([arp_frame()] * 64, ring=True)
+    engine.ports["tap0"] = port = Port("tap0", psock)
+    polls = []
+    ready = psock.rx_ready
+
+    def rx_ready():
+        polls.append(1)
+        if len(polls) == 3:
+            psock.queued.append(arp_frame())  # a frame arrives while it watches
+        return ready()
+
+    monkeypatch.setattr(psock, "rx_ready", rx_ready)
+    monkeypatch.setattr(engine_module, "SPIN", 0.05)
+    engine._on_readable(port)
+    assert len(psock.sent) == 65  # the late frame was answered in the same wake-up
+    # A quiet port (fewer than SPIN_AFTER frames) does not watch at all.
+    psock.queued = [arp_frame()]
+    polls.clear()
+    engine._on_readable(port)
+    assert len(polls) == 1 and len(psock.sent) == 66
