@@ -1,14 +1,14 @@
 """Reply latency at a low rate: one request every 10 ms, the time until its answer arrives.
 
     flock /tmp/lmdp-bench.lock .venv/bin/python benchmarks/latency.py \\
-        [--count 1000] [--interval-ms 10] [--variants ring,classic] [--kinds arp,dhcpv4,dhcpv6]
+        [--count 1000] [--interval-ms 10] [--variants default,classic] [--kinds arp,dhcpv4,dhcpv6]
 
 Needs root and matplotlib for the plot.
 
 A lab (dataplane.lab.Lab, always torn down) of two namespaces joined by a veth pair: `cli`
 (cli0, the MAC of VM 0 of the replay config) and `rsp` (rsp0). lmdp serves rsp0 with the
 replay config (1000 static VMs, gateway 169.254.1.1), once per variant (netbench.VARIANTS:
-`ring` is the default socket path, `classic` the recv_into/send path it replaced); for ARP
+`default` is rings on demand, `classic` the recv_into/send path every port starts on); for ARP
 the kernel answers too, from 169.254.1.1/16 on rsp0 with lmdp stopped.
 
 The client is this script (`--client KIND`) run in `cli`: a packet socket on cli0 sends one
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=1000, help="requests per series (1000)")
     p.add_argument("--interval-ms", type=float, default=10.0, help="between requests (10)")
-    p.add_argument("--variants", default="ring,classic", help="lmdp variants (ring,classic)")
+    p.add_argument("--variants", default="default,classic", help="lmdp variants (default,classic)")
     p.add_argument("--kinds", default="arp,dhcpv4,dhcpv6", help="(arp,dhcpv4,dhcpv6)")
     p.add_argument("--client", choices=list(KINDS), help=argparse.SUPPRESS)
     p.add_argument("--ifname", default="cli0", help=argparse.SUPPRESS)

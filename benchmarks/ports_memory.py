@@ -1,15 +1,16 @@
 """Resident memory of `lmdp serve` by attached interface: what a port costs, by socket path.
 
     flock /tmp/lmdp-bench.lock .venv/bin/python benchmarks/ports_memory.py \\
-        [--ports 0,250,1000] [--variants ring,classic,head]
+        [--ports 0,250,1000] [--variants default,ring,classic]
 
 In one lab namespace, N veth pairs (tapN, with its peer pN in the same namespace); lmdp
 serves `tap*`, and once /metrics says all N are attached and the size has settled (the rings
 are set up on threads after the attach), its VmRSS
 (and RssAnon, RssFile: the mapped ring pages count in RssFile) is read from /proc. The
 cost of a port is the slope between the smallest and the largest N. Variants: see
-netbench.VARIANTS, plus `head`: the committed code (a `git worktree` of HEAD), i.e. the
-socket path before the rings, with its 64 KiB receive buffer per port.
+netbench.VARIANTS (`default`: rings on demand, so idle ports hold none; `ring`: rings on
+every port from the attach; `classic`: never), plus `head`: the committed code (a `git
+worktree` of HEAD), to compare a change against.
 
 Writes benchmarks/results/ports_memory.json and ports_memory.png.
 """
@@ -124,7 +125,7 @@ def plot(data: dict, path: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ports", default="0,250,1000", help="interface counts (0,250,1000)")
-    p.add_argument("--variants", default="ring,classic,head", help="(ring,classic,head)")
+    p.add_argument("--variants", default="default,ring,classic", help="(default,ring,classic)")
     args = p.parse_args(argv)
     counts = sorted(int(x) for x in args.ports.split(","))
     variants = args.variants.split(",")
