@@ -23,7 +23,10 @@ Per run and responder:
 - an lmdp variant (`--variants`, see netbench.VARIANTS; `default` is rings on demand, the
   default socket path, `classic` the recv_into/send path every port starts on, `ring`
   small rings on every port from the attach): `lmdp serve` on rsp0, whose config's
-  gateway is 169.254.1.1; rsp0 has no address, so the kernel stays silent.
+  gateway is 169.254.1.1; rsp0 has no address, so the kernel stays silent (it still runs
+  its ARP input for every request: a route look-up for the sender, on the sender's core).
+  A variant with `+noarp` (e.g. `default+noarp`) sets `arp off` on rsp0 first, as on a VM
+  port the host has no business answering on, which skips that input.
 
 Reported per responder: replies, share answered (replies / requests), replies per second
 (replies over the time from the first request to the last reply, 5 ms resolution), the
@@ -149,7 +152,10 @@ def one_run(
         lab.ip(rsp, "neigh", "flush", "dev", "rsp0")
         lab.ip(rsp, "addr", "add", f"{GATEWAY_IP}/16", "dev", "rsp0")
     else:
-        lmdp = start_lmdp(lab, rsp, config, VARIANTS[responder][1])
+        variant, _, suffix = responder.partition("+")
+        if suffix == "noarp":
+            lab.ip(rsp, "link", "set", "rsp0", "arp", "off")
+        lmdp = start_lmdp(lab, rsp, config, VARIANTS[variant][1])
         if pin:
             benchlib.pin(lmdp.proc.pid, {RESPONDER_CPU})
     try:
@@ -201,6 +207,7 @@ def one_run(
     finally:
         if lmdp is not None:
             lmdp.stop()
+            lab.ip(rsp, "link", "set", "rsp0", "arp", "on")
         else:
             lab.ip(rsp, "addr", "del", f"{GATEWAY_IP}/16", "dev", "rsp0")
     samples = sampler.samples
@@ -349,14 +356,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
-        if v not in VARIANTS:
-            p.error(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+        base, _, suffix = v.partition("+")
+        if base not in VARIANTS or suffix not in ("", "noarp"):
+            p.error(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)} (+noarp)")
     if os.geteuid() != 0:
         p.error("needs root (network namespaces)")
     if shutil.which("tcpreplay") is None:
         p.error("tcpreplay is not installed (apt-get install tcpreplay)")
     responders = ["kernel", *variants]
-    labels = {"kernel": "Linux kernel ARP", **{v: VARIANTS[v][0] for v in variants}}
+    labels = {"kernel": "Linux kernel ARP"}
+    for v in variants:
+        base, _, suffix = v.partition("+")
+        labels[v] = VARIANTS[base][0] + (", host ARP off on the port" if suffix else "")
     started = time.monotonic()
     runs: dict[str, list[dict]] = {r: [] for r in responders}
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2

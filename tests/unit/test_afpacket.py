@@ -28,6 +28,7 @@ from dataplane.afpacket import (
 
 RX_HDR = struct.Struct("=IIIH")  # tp_status, tp_len, tp_snaplen, tp_mac
 TX_HDR = struct.Struct("=II")  # tp_status, tp_len
+VNET = struct.Struct("<BBHHHH")  # struct virtio_net_hdr, before each frame in a TX slot
 MAC_OFF = 66
 TP_STATUS_LOSING = 4
 TP_STATUS_TS_SOFTWARE = 1 << 29
@@ -58,7 +59,10 @@ class KernelSide:
             status, length = TX_HDR.unpack_from(mm, off)
             if status != TP_STATUS_SEND_REQUEST:
                 return 0
-            self.wire.append(mm[off + 32 : off + 32 + length])
+            # The virtio-net header before the frame: no offloads, hdr_len the whole frame
+            # (so the kernel copies it into the skb: see afpacket's "Transmit").
+            assert VNET.unpack_from(mm, off + 32) == (0, 0, length - 10, 0, 0, 0)
+            self.wire.append(mm[off + 42 : off + 32 + length])
             TX_HDR.pack_into(mm, off, 0, length)
             self.head = (self.head + 1) % len(offsets)
 
@@ -90,7 +94,7 @@ def ring_socket(
         tx = afpacket._layout(geometry.tx_frames, geometry.tx_frame)
         ps._tx_mm = mmap.mmap(-1, tx[0] * tx[1])
         ps._tx_offsets = afpacket._slot_offsets(0, *tx[:3])
-        ps._tx_max = tx[2] - 32
+        ps._tx_max = tx[2] - 42
     ps._rx_head = ps._tx_head = ps._tx_pending = 0
     ps._batching = False
     ps.truncated = 0
@@ -316,7 +320,7 @@ def spare_rings(geometry: RingGeometry) -> tuple[afpacket._Rings, KernelSide]:
     rings.rx_sock, rings.rx_mm = FakeSocket(9), mmap.mmap(-1, rx[0] * rx[1])
     rings.rx_offsets = afpacket._slot_offsets(0, *rx[:3])
     rings.tx_mm = mmap.mmap(-1, tx[0] * tx[1])
-    rings.tx_offsets, rings.tx_max = afpacket._slot_offsets(0, *tx[:3]), tx[2] - 32
+    rings.tx_offsets, rings.tx_max = afpacket._slot_offsets(0, *tx[:3]), tx[2] - 42
     return rings, None
 
 
