@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,26 @@ def tcpdump(lab: Lab, ns: str, path: Path, expr: str = "udp port 67 or udp port 
     # tcpdump says "listening on" once the capture is live.
     p.stderr.readline()
     return p
+
+
+def run_in_veth_lab(
+    code: str, *args: str, env: str | None = None, rx_up: bool = True, timeout: float = 30
+) -> dict | list:
+    """Run the Python `code` in a namespace of its own holding the veth pair tx0 - rx0 (tx0
+    up; rx0 too unless `rx_up` is False: the code brings it up); its stdout is JSON."""
+    with Lab() as lab:
+        ns = lab.netns("veth")
+        # No IPv6 in the namespace: the kernel's own router solicitations would pass the
+        # filter and be counted against whichever case is on the wire then.
+        lab.exec(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                 "net.ipv6.conf.default.disable_ipv6=1")  # fmt: skip
+        lab.ip(ns, "link", "add", "tx0", "type", "veth", "peer", "name", "rx0")
+        lab.ip(ns, "link", "set", "tx0", "up")
+        if rx_up:
+            lab.ip(ns, "link", "set", "rx0", "up")
+        script = lab.workdir / "probe.py"
+        script.write_text(code)
+        cmd = [sys.executable, str(script), *args]
+        if env is not None:
+            cmd = ["env", env, *cmd]
+        return json.loads(lab.exec(ns, *cmd, timeout=timeout))

@@ -3,13 +3,11 @@ traffic never, on the ring path and the classic one; and the rings' round trip."
 
 from __future__ import annotations
 
-import json
-import sys
 import textwrap
 
 import pytest
 
-from dataplane.lab import Lab
+from .conftest import run_in_veth_lab
 
 PROBE = textwrap.dedent(
     """
@@ -57,30 +55,9 @@ PROBE = textwrap.dedent(
 )
 
 
-def _run_in_veth_lab(code: str, *args: str, env: str | None = None) -> dict:
-    """Run `code` in a namespace holding the veth pair tx0 - rx0; its stdout is JSON."""
-    with Lab() as lab:
-        ns = lab.netns("bpf")
-        # No IPv6 in the namespace: the kernel's own router solicitations would pass the
-        # filter and be counted against whichever case is on the wire then.
-        lab.exec(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                 "net.ipv6.conf.default.disable_ipv6=1")  # fmt: skip
-        lab.ip(ns, "link", "add", "tx0", "type", "veth", "peer", "name", "rx0")
-        lab.ip(ns, "link", "set", "tx0", "up")
-        lab.ip(ns, "link", "set", "rx0", "up")
-        script = lab.workdir / "probe.py"
-        script.write_text(code)
-        cmd = [sys.executable, str(script), *args]
-        if env is not None:
-            cmd = ["env", env, *cmd]
-        return json.loads(lab.exec(ns, *cmd))
-
-
 @pytest.mark.parametrize("path", ["ring", "classic"])
 def test_filter_passes_exactly_our_protocols(path):
-    result = _run_in_veth_lab(
-        PROBE, path, env="LMDP_RING=0" if path == "classic" else "LMDP_RING=1"
-    )
+    result = run_in_veth_lab(PROBE, path, env="LMDP_RING=0" if path == "classic" else "LMDP_RING=1")
     wrong = {name: got for name, (got, want) in result.items() if bool(got) != want or got > 1}
     assert not wrong, f"filter mismatches (frames received): {wrong}"
 
@@ -148,7 +125,7 @@ RING_ROUND_TRIP = textwrap.dedent(
 
 
 def test_rings_round_trip_in_order_with_big_frames_and_batches():
-    got = _run_in_veth_lab(RING_ROUND_TRIP)
+    got = run_in_veth_lab(RING_ROUND_TRIP)
     assert got == {
         "ring_in_use": True,
         "received_in_order": True,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 import time
 
-from dataplane.lab import Lab, VmClient, ipv4_addresses, wait_for
+from dataplane.lab import VmClient, ipv4_addresses, wait_for
 
-from .conftest import VM_IP, VM_MAC, require
+from .conftest import VM_IP, VM_MAC, require, run_in_veth_lab
 
 
 def test_port_added_later_is_attached_and_removed_port_detached(lab, node):
@@ -89,15 +88,7 @@ LINK_UP_DURING_RING_SETUP = textwrap.dedent(
 
 
 def test_port_whose_link_comes_up_while_its_rings_are_set_up_still_hears():
-    with Lab() as lab:
-        ns = lab.netns("ring")
-        lab.exec(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                 "net.ipv6.conf.default.disable_ipv6=1")  # fmt: skip
-        lab.ip(ns, "link", "add", "tx0", "type", "veth", "peer", "name", "rx0")
-        lab.ip(ns, "link", "set", "tx0", "up")
-        script = lab.workdir / "probe.py"
-        script.write_text(LINK_UP_DURING_RING_SETUP)
-        deaf = json.loads(lab.exec(ns, sys.executable, str(script), timeout=60))
+    deaf = run_in_veth_lab(LINK_UP_DURING_RING_SETUP, rx_up=False, timeout=60)
     assert deaf == [], f"deaf after the ring setup ([delay, link up after the move]): {deaf}"
 
 

@@ -34,7 +34,20 @@ TP_STATUS_LOSING = 4
 TP_STATUS_TS_SOFTWARE = 1 << 29
 
 
-class KernelSide:
+class QueuedFrames:
+    """`recv_into` from `self.queue`, a list of whole frames, as a non-blocking socket."""
+
+    queue: list[bytes]
+
+    def recv_into(self, buf) -> int:
+        if not self.queue:
+            raise BlockingIOError
+        frame = self.queue.pop(0)
+        buf[: len(frame)] = frame
+        return len(frame)
+
+
+class KernelSide(QueuedFrames):
     """What the kernel does for `send(b"")` on a TX ring (every marked slot, in order, from
     its own head) and for `recv_into` (the queue of whole frames beside the ring)."""
 
@@ -68,13 +81,6 @@ class KernelSide:
 
     def setsockopt(self, level: int, option: int, value: int) -> None:
         self.options = {**getattr(self, "options", {}), option: value}
-
-    def recv_into(self, buf) -> int:
-        if not self.queue:
-            raise BlockingIOError
-        frame = self.queue.pop(0)
-        buf[: len(frame)] = frame
-        return len(frame)
 
 
 def ring_socket(
@@ -261,7 +267,7 @@ def test_geometry_and_the_environment_knob():
     assert FLOOD_RING.nbytes == (2048 + 32) * 1024
 
 
-class FakeSocket:
+class FakeSocket(QueuedFrames):
     """A socket's side of the move to rings: its filter, its bind, its queue, its close."""
 
     def __init__(self, fd: int, queue: list[bytes] | None = None):
@@ -281,13 +287,6 @@ class FakeSocket:
     def setsockopt(self, level, option, value) -> None:
         if option == afpacket.SO_ATTACH_FILTER:
             self.filter = "drop all" if len(value) and value[0] == 1 else "ours"
-
-    def recv_into(self, buf) -> int:
-        if not self.queue:
-            raise BlockingIOError
-        frame = self.queue.pop(0)
-        buf[: len(frame)] = frame
-        return len(frame)
 
     def send(self, data: bytes) -> int:
         self.sent.append(bytes(data))
