@@ -199,7 +199,7 @@ def derived_targets(name: str, data: dict) -> list[dict]:
         mine = [r for r in results if r.get("responder") != "kernel"]
         if kernel is None or not mine:
             return []
-        default = next((r for r in mine if "default" in str(r.get("label"))), mine[0])
+        default = next((r for r in mine if r.get("responder") == "default"), mine[0])
 
         def text(r: dict) -> str:
             return (
@@ -239,8 +239,9 @@ def load(results_dir: str = RESULTS) -> list[tuple[str, dict | Exception]]:
     return out
 
 
-def summary(results_dir: str = RESULTS) -> str:
-    """The targets of every benchmark in one table (the project README carries it)."""
+def summary(results_dir: str = RESULTS, link: bool = True) -> str:
+    """The targets of every benchmark in one table (the project README carries it, with a
+    `link` to the full tables)."""
     rows = []
     for name, data in load(results_dir):
         if isinstance(data, Exception) or name not in ORDER:
@@ -262,19 +263,22 @@ def summary(results_dir: str = RESULTS) -> str:
             keep = {k: m[k] for k in ("cpu", "cpus", "python", "kernel") if k in m}
             machines.add(machine_line({"machine": keep})[len("Measured on ") : -1])
     where = "; ".join(sorted(machines))
-    return (
-        table
-        + f"\n\nMachine: {where}. Each run's lmdp commit, command and full tables: "
-        + "[`benchmarks/results/README.md`](benchmarks/results/README.md)."
-    )
+    text = f"{table}\n\nMachine: {where}."
+    if link:
+        text += (
+            " Each run's lmdp commit, command and full tables: "
+            "[`benchmarks/results/README.md`](benchmarks/results/README.md)."
+        )
+    return text
 
 
 def update_readme(path: str, text: str) -> bool:
     """Put `text` between the summary markers of the README at `path`; False if it has none."""
     with open(path) as f:
         readme = f.read()
-    start, end = readme.find(SUMMARY_START), readme.find(SUMMARY_END)
-    if start < 0 or end < start:
+    start = readme.find(SUMMARY_START)
+    end = readme.find(SUMMARY_END, start) if start >= 0 else -1
+    if end < 0:
         return False
     readme = readme[: start + len(SUMMARY_START)] + "\n" + text + "\n" + readme[end:]
     with open(path, "w") as f:
@@ -292,7 +296,7 @@ def build(results_dir: str = RESULTS) -> str:
         "",
         "## Targets",
         "",
-        summary(results_dir),
+        summary(results_dir, link=False),
         "",
     ]
     for name, data in load(results_dir):

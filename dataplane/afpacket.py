@@ -84,6 +84,7 @@ import errno
 import logging
 import mmap
 import os
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -91,6 +92,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ACCEPT_SNAPLEN",
+    "release_spares",
     "FLOOD_RING",
     "PacketSocket",
     "RingGeometry",
@@ -136,7 +138,16 @@ _TX_DATA = 32  # TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): a transmit slot's d
 # little-endian (virtio 1.0; what a packet socket reads on a little-endian host), before
 # each frame in a transmit slot: see "Transmit" in the module's docstring.
 _VNET = struct.Struct("<BBHHHH")
-_TX_FRAME = _TX_DATA + _VNET.size  # where the frame itself starts in a transmit slot
+
+
+def _kernel_at_least(major: int, minor: int, release: str | None = None) -> bool:
+    m = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
+# tpacket_snd reads the header since Linux 4.13; older kernels would send it as frame bytes.
+_TX_VNET = _kernel_at_least(4, 13)
+_TX_FRAME = _TX_DATA + (_VNET.size if _TX_VNET else 0)  # where a transmit slot's frame starts
 _RX_MAC = 66  # where a received Ethernet frame starts in its slot (TPACKET2_HDRLEN, aligned)
 _TP_ALIGN = 16
 
@@ -401,7 +412,8 @@ def _build(geometry: RingGeometry, qdisc_bypass: bool, bufsize: int) -> _Rings:
             # the ring (the kernel stops at the first slot it cannot send). Before the
             # ring, as PACKET_VERSION: the kernel refuses both once a ring exists.
             tx_sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
-            tx_sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            if _TX_VNET:
+                tx_sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             if qdisc_bypass:
                 tx_sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
             _setsockopt_nogil(tx_sock.fileno(), PACKET_TX_RING, _REQ.pack(*tx))
@@ -480,8 +492,24 @@ class _Spares:
                 return self.ready.pop(i)
         return None
 
+    def close(self) -> None:
+        """Release the spares, ready or being built (the engine is closing)."""
+        building, self.building = self.building, None
+        if building is not None:
+            building.add_done_callback(
+                lambda f: f.exception() is None and _closer().submit(f.result().release)
+            )
+        ready, self.ready = self.ready, []
+        for rings in ready:
+            _closer().submit(rings.release)
+
 
 _spares = _Spares()
+
+
+def release_spares() -> None:
+    """Free the ring sockets built ahead for ports under load (see `_Spares`)."""
+    _spares.close()
 
 
 class PacketSocket:
@@ -630,7 +658,14 @@ class PacketSocket:
             self._no_rings()
             return []
         old, old_fd = self.sock, self.fd
-        _attach_filter(old, _DROP_ALL)  # ... and the old socket none
+        try:
+            _attach_filter(old, _DROP_ALL)  # ... and the old socket none
+        except OSError as e:
+            # Stay on the old socket, which still takes everything; the ring socket goes.
+            log.warning("%s: cannot move to packet rings: %s", self.ifname, e)
+            _closer().submit(rings.release)
+            self._no_rings()
+            return []
         try:
             frames = self._recv_classic(1 << 30)
         except OSError:
@@ -641,9 +676,11 @@ class PacketSocket:
         self._tx_sock, self._tx_mm = rings.tx_sock, rings.tx_mm
         self._tx_offsets, self._tx_max, self._tx_head = rings.tx_offsets, rings.tx_max, 0
         self.ring = rings.geometry
-        if self.on_swap is not None:
-            self.on_swap(old_fd)  # before the old fd is closed, and its number reused
-        _closer().submit(old.close)
+        try:
+            if self.on_swap is not None:
+                self.on_swap(old_fd)  # before the old fd is closed, and its number reused
+        finally:
+            _closer().submit(old.close)
         if self._policy.on_demand:
             log.info(
                 "%s: under load: moved to packet rings (%d receive slots; %d frames were queued)",
@@ -759,7 +796,8 @@ class PacketSocket:
                 self._kick()
             if _U32.unpack_from(mm, off)[0] & TP_TX_BUSY:
                 return False
-        _VNET.pack_into(mm, off + _TX_DATA, 0, 0, n, 0, 0, 0)  # hdr_len n: copy it all
+        if _TX_VNET:
+            _VNET.pack_into(mm, off + _TX_DATA, 0, 0, n, 0, 0, 0)  # hdr_len n: copy it all
         mm[off + _TX_FRAME : off + _TX_FRAME + n] = frame
         _TX_HDR.pack_into(mm, off, TP_STATUS_SEND_REQUEST, _TX_FRAME - _TX_DATA + n)
         head = self._tx_head + 1

@@ -23,7 +23,7 @@ from protocols.ipv6 import ipv6_next_header
 from protocols.ndp import NdpResponder, build_ra, ra_delay
 from protocols.outcome import Outcome
 
-from .afpacket import PacketSocket, clear_error
+from .afpacket import PacketSocket, clear_error, release_spares
 from .config import Config
 from .metrics import Metrics
 from .migration import Migration
@@ -131,6 +131,7 @@ class Engine:
     def close(self) -> None:
         for name in list(self.ports):
             self.detach(name)
+        release_spares()
         self.migration.close()
         self._store_exec.shutdown(wait=True)
         self.store.close()
@@ -411,7 +412,9 @@ class Engine:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        leases = [o.lease or o.lease6 for _, o in batch]
+        # Each reply's leases (a DHCPv6 REPLY may name several new IAs), flat for the store.
+        groups = [[o.lease or o.lease6, *o.extra6] for _, o in batch]
+        leases = [lease for group in groups for lease in group]
         t0 = time.perf_counter()
         try:
             results = await self.in_store_thread(self.store.commit, leases, time.time())
@@ -420,28 +423,41 @@ class Engine:
             if self.store_ok:
                 log.error("lease store commit failed: %s; refusing new allocations", e)
             self.store_ok = False
-            for port, o in batch:
-                self._forget(o.lease or o.lease6)
+            for (port, _), group in zip(batch, groups, strict=True):
+                for lease in group:
+                    self._forget(lease)
+                # Never a NAK for a slow store: the client asks again, and is answered then.
                 self.metrics.dropped(port.ifname, "store_unavailable")
             return
         if not self.store_ok:
             log.info("lease store is back")
         self.store_ok = True
         self.metrics.store_committed(time.perf_counter() - t0, len(leases))
-        for (port, o), asked, stored in zip(batch, leases, results, strict=True):
-            v6 = isinstance(asked, Lease6)
-            if stored is None:
-                # Another node took this address first; the client will ask again.
-                self._forget(asked)
-                self.metrics.dropped(port.ifname, "stale_allocation")
-            elif (stored.ipv6 != asked.ipv6) if v6 else (stored.ipv4 != asked.ipv4):
-                # The store holds another address for this client: offer that one next time.
-                self.table.restore6(stored) if v6 else self.table.restore(stored)
-                self.metrics.dropped(port.ifname, "stale_allocation")
+        stored_all = iter(results)
+        for (port, o), group in zip(batch, groups, strict=True):
+            granted = True
+            for asked in group:
+                stored = next(stored_all)
+                v6 = isinstance(asked, Lease6)
+                if stored is None:
+                    # Another node took this address first.
+                    self._forget(asked)
+                    granted = False
+                elif (stored.ipv6 != asked.ipv6) if v6 else (stored.ipv4 != asked.ipv4):
+                    # The store holds another address for this client: offer that one next.
+                    self.table.restore6(stored) if v6 else self.table.restore(stored)
+                    granted = False
+                else:
+                    self.table.confirm6(stored) if v6 else self.table.confirm(stored)
+            if port.ifname not in self.ports:
+                continue
+            if granted:
+                self._transmit(port, o)
+            elif o.nak is not None and port.psock.send(o.nak):
+                # RFC 2131 §4.3.2: the address is not this client's; it starts over at once.
+                self.metrics.sent(port.ifname, "DHCPNAK")
             else:
-                self.table.confirm6(stored) if v6 else self.table.confirm(stored)
-                if port.ifname in self.ports:
-                    self._transmit(port, o)
+                self.metrics.dropped(port.ifname, "stale_allocation")  # it will ask again
 
     def _forget(self, lease) -> None:
         """Drop a tentative allocation that will not be committed."""

@@ -82,3 +82,6 @@ class Outcome:
     conflict: bytes | None = None  # DHCPDECLINE: the address the VM found in use (option 50);
     #   DHCPv6 DECLINE: the (16-byte) IPv6 address declined
     lease6: Lease6 | None = None  # DHCPv6 pool allocation: commit before transmitting `reply`
+    extra6: tuple[Lease6, ...] = ()  # more of them, for a REPLY to several new IA_NAs
+    nak: bytes | None = None  # DHCPv4: sent instead of `reply` if the store holds the address
+    #   for another client (or another address for this one): the client restarts at once

@@ -304,12 +304,16 @@ class Dhcpv4Responder:
         ipv4 = binding.ipv4
         ciaddr = msg.ciaddr if reply_type == DHCPACK else ZERO4
         reply = self._frame(eth_dst, msg, reply_type, ciaddr, ipv4, binding, reply_type)
-        lease = None
-        if binding.pool and not binding.durable and reply_type == DHCPACK:
-            lease = Lease(binding.mac, ipv4, binding.prefixlen, self.node)
         sent = "DHCPOFFER" if reply_type == DHCPOFFER else "DHCPACK"
+        if binding.pool and not binding.durable and reply_type == DHCPACK:
+            # A new client's ACK: the engine commits the lease first, and sends the NAK
+            # instead if the store gives the address (or the client) to another.
+            out = Outcome(label, reply, sent, None, None, vm)
+            out.lease = Lease(binding.mac, ipv4, binding.prefixlen, self.node)
+            out.nak = self._frame(eth_dst, msg, DHCPNAK, ZERO4, ZERO4, None, DHCPNAK)
+            return out
         # Positional (received, reply, sent, drop, lease, mac): a third cheaper than keywords.
-        return Outcome(label, reply, sent, None, lease, vm)
+        return Outcome(label, reply, sent, None, None, vm)
 
     def _options(self, binding: Binding, kind: int) -> tuple[bytes, int]:
         """The option block (53 .. END plus padding) for an OFFER, ACK or INFORM-ACK, and its

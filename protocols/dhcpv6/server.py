@@ -128,9 +128,9 @@ class Dhcpv6Responder:
     any other IA_NA gets status NoAddrsAvail. Without such a binding, each IA_NA is looked up
     by (DUID, IAID) in the IPv6 pools and, for SOLICIT/REQUEST/RENEW/REBIND with `allocate`,
     allocated if new. An ADVERTISE names allocations held in memory and is sent at once; a
-    REPLY naming an allocation the store has not committed yet returns it as `Outcome.lease6`
-    for the engine to commit before sending; one such per REPLY, so a second new IA in the
-    same message gets NoAddrsAvail and is served by the next exchange.
+    REPLY naming allocations the store has not committed yet returns them as
+    `Outcome.lease6` (and `extra6`, for a client with several new IAs) for the engine to
+    commit, all in one transaction, before sending.
     No address for any IA_NA: no reply ("pool_exhausted" when a pool was full, else
     "unknown_client"). IA_TA and IA_PD are answered with NoAddrsAvail / NoPrefixAvail.
 
@@ -341,7 +341,7 @@ class Dhcpv6Responder:
         # An ADVERTISE names allocations held in memory; a REPLY (a Rapid Commit one too)
         # waits for the store to commit its allocation.
         advertise = mtype == SOLICIT and not msg.rapid_commit()
-        lease6 = None
+        to_commit: list[Lease6] = []
         assigned = 0
         exhausted = False
         table = self.table
@@ -351,15 +351,14 @@ class Dhcpv6Responder:
                 address = static.ipv6 if k == primary else None
             else:
                 b = table.lookup6(duid, ia.iaid)
-                if b is None and mtype in _MAY_ALLOCATE and self.allocate and lease6 is None:
+                if b is None and mtype in _MAY_ALLOCATE and self.allocate:
                     b = table.allocate6(duid, ia.iaid, eth_src)
                     if b is None:
                         exhausted = True
                 if b is not None and not b.durable and not advertise:
-                    if lease6 is None:
-                        lease6 = Lease6(duid, ia.iaid, b.ipv6, b.prefixlen6, self.node, eth_src)
-                    else:
-                        b = None  # one commit per reply; the next exchange serves this IA
+                    to_commit.append(
+                        Lease6(duid, ia.iaid, b.ipv6, b.prefixlen6, self.node, eth_src)
+                    )
                 address = b.ipv6 if b is not None else None
             inner = encode_iaaddr(address, preferred, valid) if address is not None else b""
             if stale_to_zero:
@@ -383,12 +382,13 @@ class Dhcpv6Responder:
         tail = self._tail + self._fqdn(msg, binding)
         if advertise:
             reply.extra = self._preference
-            return Outcome(
-                label, reply=reply.build(ADVERTISE, tail), sent="ADVERTISE", lease6=lease6, mac=mac
-            )
+            return Outcome(label, reply=reply.build(ADVERTISE, tail), sent="ADVERTISE", mac=mac)
         if mtype == SOLICIT:
             reply.extra = _RAPID_COMMIT
-        return Outcome(label, reply=reply.build(REPLY, tail), sent="REPLY", lease6=lease6, mac=mac)
+        out = Outcome(label, reply=reply.build(REPLY, tail), sent="REPLY", mac=mac)
+        if to_commit:
+            out.lease6, out.extra6 = to_commit[0], tuple(to_commit[1:])
+        return out
 
     def _on_link(self, address: bytes, static: Binding | None) -> bool:
         """CONFIRM's test (RFC 8415 §18.3.3): inside the binding's prefix, or a pool's subnet."""

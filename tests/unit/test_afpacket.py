@@ -410,3 +410,13 @@ class _Submit:
 
     def submit(self, fn, *args):
         return self.future
+
+
+@pytest.mark.parametrize(
+    "release, vnet",
+    [("4.12.14-lp150", False), ("4.13.0", True), ("6.1.0-27-amd64", True), ("10.0", True)],
+)
+def test_the_tx_virtio_header_only_where_the_kernel_reads_it(release, vnet):
+    # Before Linux 4.13, tpacket_snd does not read a virtio-net header: it would go out as
+    # the first ten bytes of every frame.
+    assert afpacket._kernel_at_least(4, 13, release) is vnet

@@ -647,6 +647,10 @@ def test_pool_allocates_and_asks_for_commit():
     )
     ack = handle(dhcp, frame)
     assert ack.sent == "DHCPACK" and ack.lease == Lease(UNKNOWN_MAC, allocated, 24, "node-a")
+    # ... and the NAK the engine sends instead if the store gives the address to another.
+    nak = Ether(ack.nak)
+    assert nak[Ether].dst == UNKNOWN_MAC_STR and nak[BOOTP].yiaddr == "0.0.0.0"
+    assert ("message-type", 6) in nak[DHCP].options
     # Once the store has it, nothing more to commit.
     dhcp.table.confirm(ack.lease)
     ack = handle(dhcp, frame)

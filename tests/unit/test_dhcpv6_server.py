@@ -702,15 +702,24 @@ def test_a_thousand_duids_from_one_mac_get_a_thousand_addresses():
     assert (out.drop, out.reply) == ("pool_exhausted", None)
 
 
-def test_pool_one_commit_per_reply():
+def test_pool_reply_to_several_new_ias_commits_them_all():
+    """Two IA_NAs: the ADVERTISE names an address for each (held in memory), and the REPLY
+    grants both, handing the engine both leases to commit in one transaction."""
     dhcp6 = pool_responder()
+    offer = handle(dhcp6, dhcp6_request("solicit", eth_src=UNKNOWN_MAC_STR, iaids=(1, 2)))
+    assert offer.lease6 is None and offer.extra6 == ()
+    offered = [ia_of(offer, k).addresses[0].address for k in (0, 1)]
     out = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR, iaids=(1, 2)))
-    assert out.lease6.iaid == 1
-    assert ia_of(out, 1).addresses == [] and ia_of(out, 1).status[0] == 2  # NoAddrsAvail
-    dhcp6.table.confirm6(out.lease6)
-    out = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR, iaids=(1, 2)))
-    assert out.lease6.iaid == 2
-    assert [len(ia_of(out, k).addresses) for k in (0, 1)] == [1, 1]
+    assert [ia_of(out, k).addresses[0].address for k in (0, 1)] == offered
+    assert [(x.iaid, x.ipv6) for x in (out.lease6, *out.extra6)] == [
+        (1, offered[0]),
+        (2, offered[1]),
+    ]
+    for lease in (out.lease6, *out.extra6):
+        dhcp6.table.confirm6(lease)
+    again = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR, iaids=(1, 2)))
+    assert again.lease6 is None and again.extra6 == ()
+    assert [ia_of(again, k).addresses[0].address for k in (0, 1)] == offered
 
 
 def test_pool_renew_of_an_unknown_ia_allocates_and_zeroes_the_old_address():

@@ -100,6 +100,12 @@ def pool_request(mac: str = POOL_MAC_STR, ip: str = "10.244.9.10") -> bytes:
     return dhcp_request("request", eth_src=mac, options=[("requested_addr", ip)])
 
 
+def nak_or_ack(frame: bytes) -> str:
+    """The DHCP message type of a reply frame (option 53 is the first option lmdp sends)."""
+    assert frame[282:284] == bytes((53, 1))
+    return {5: "ACK", 6: "NAK"}[frame[284]]
+
+
 async def test_pool_offer_at_once_ack_only_after_commit(engine, port):
     engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
     assert len(port.psock.sent) == 1  # the OFFER: the address is held in memory
@@ -150,8 +156,9 @@ async def test_address_taken_by_another_node_is_not_acked(engine, port, monkeypa
     monkeypatch.setattr(engine.store, "commit", lambda leases, now: [None] * len(leases))
     engine.process(port, pool_request(), 0.0)
     await engine.flush()
-    assert port.psock.sent == []
-    assert sample(engine, "lmdp_drops_total", interface="tap0", reason="stale_allocation") == 1
+    # A NAK instead of the ACK (RFC 2131 §4.3.2): the client starts over at once.
+    assert [nak_or_ack(f) for f in port.psock.sent] == ["NAK"]
+    assert sample(engine, "lmdp_replies_sent_total", interface="tap0", type="DHCPNAK") == 1
     assert engine.table.lookup(POOL_MAC) is None
 
 
@@ -160,7 +167,7 @@ async def test_store_holds_another_address_for_the_mac(engine, port, monkeypatch
     monkeypatch.setattr(engine.store, "commit", lambda leases, now: [held])
     engine.process(port, pool_request(), 0.0)
     await engine.flush()
-    assert port.psock.sent == []  # the ACK named the wrong address: not sent
+    assert [nak_or_ack(f) for f in port.psock.sent] == ["NAK"]  # not the wrong address
     assert engine.table.lookup(POOL_MAC).ipv4 == held.ipv4  # the next DISCOVER gets this one
 
 
@@ -213,6 +220,16 @@ async def test_dhcpv6_pool_reply_sent_only_after_commit(engine, port):
     assert sample(engine, "lmdp_bindings", kind="pool") == 1
     rows = [r for r in engine.leases() if r["kind"] == "pool"]
     assert rows[0]["ipv6"] == "fd00:10:250::10/64" and rows[0]["committed"] is True
+
+
+async def test_dhcpv6_reply_to_two_new_ias_waits_for_both(engine, port):
+    engine.process(port, dhcp6_request("request", eth_src=POOL_MAC_STR, iaids=(1, 2)), 0.0)
+    assert port.psock.sent == []
+    await engine.flush()
+    assert len(port.psock.sent) == 1
+    assert sorted(x.iaid for x in engine.store.load() if hasattr(x, "duid")) == [1, 2]
+    assert sample(engine, "lmdp_store_commits_total") == 1
+    assert sample(engine, "lmdp_leases_committed_total") == 2
 
 
 def test_reused_arp_answer_follows_the_binding_table(tmp_path):
