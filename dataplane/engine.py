@@ -369,8 +369,12 @@ class Engine:
             )
         if reply is None:
             return
-        if outcome.lease is not None or outcome.lease6 is not None:
-            # A pool allocation: the reply waits for the store (see `flush`).
+        if (outcome.lease is not None or outcome.lease6 is not None) and (
+            outcome.commit_first or not self.store_ok
+        ):
+            # A pool allocation: the reply waits for the store (see `flush`). An OFFER or
+            # ADVERTISE waits too while the store is down: none is sent that could not be
+            # ACKed, and its commit is what finds the store back.
             self._pending.append((port, outcome))
             self._pending_event.set()
         elif port.psock.send(reply):  # `_transmit`, inline

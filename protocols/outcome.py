@@ -85,3 +85,5 @@ class Outcome:
     extra6: tuple[Lease6, ...] = ()  # more of them, for a REPLY to several new IA_NAs
     nak: bytes | None = None  # DHCPv4: sent instead of `reply` if the store holds the address
     #   for another client (or another address for this one): the client restarts at once
+    commit_first: bool = True  # False: `reply` may go before its lease is committed (an
+    #   OFFER or ADVERTISE names an allocation held in memory), unless the store is down

@@ -148,10 +148,11 @@ class Dhcpv4Responder:
     falling back to broadcast if that is 0.
 
     Binding lookup: Ethernet src; `chaddr` (htype 1, hlen 6) when `giaddr` is set. A DISCOVER
-    or REQUEST from an unknown MAC allocates from the table's pools if `allocate`. The OFFER
-    names the allocation at once (held in memory, RFC 2131 §4.3.1 lets a server reserve it so);
-    an ACK naming a pool binding the store has not committed yet carries it as
-    `Outcome.lease`, for the engine to commit before sending (DESIGN: ACKed only once stored).
+    or REQUEST from an unknown MAC allocates from the table's pools if `allocate`. A reply
+    naming a pool binding the store has not committed yet carries it as `Outcome.lease`. The
+    engine commits it before sending an ACK (DESIGN: ACKed only once stored); an OFFER
+    (`commit_first` False) goes at once, the allocation held in memory (RFC 2131 §4.3.1
+    lets a server reserve it so), unless the store is down.
 
     `params` is read once here; build a new responder when the parameters change.
     """
@@ -305,12 +306,17 @@ class Dhcpv4Responder:
         ciaddr = msg.ciaddr if reply_type == DHCPACK else ZERO4
         reply = self._frame(eth_dst, msg, reply_type, ciaddr, ipv4, binding, reply_type)
         sent = "DHCPOFFER" if reply_type == DHCPOFFER else "DHCPACK"
-        if binding.pool and not binding.durable and reply_type == DHCPACK:
-            # A new client's ACK: the engine commits the lease first, and sends the NAK
-            # instead if the store gives the address (or the client) to another.
+        if binding.pool and not binding.durable:
+            # A new client. Its ACK waits for the store, and the NAK goes instead if the
+            # store gives the address (or the client) to another; its OFFER goes at once,
+            # unless the store is down (then the engine commits first: no OFFER it can't
+            # ACK, and the commit finds out when the store is back).
             out = Outcome(label, reply, sent, None, None, vm)
             out.lease = Lease(binding.mac, ipv4, binding.prefixlen, self.node)
-            out.nak = self._frame(eth_dst, msg, DHCPNAK, ZERO4, ZERO4, None, DHCPNAK)
+            if reply_type == DHCPACK:
+                out.nak = self._frame(eth_dst, msg, DHCPNAK, ZERO4, ZERO4, None, DHCPNAK)
+            else:
+                out.commit_first = False
             return out
         # Positional (received, reply, sent, drop, lease, mac): a third cheaper than keywords.
         return Outcome(label, reply, sent, None, None, vm)

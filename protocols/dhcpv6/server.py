@@ -127,10 +127,10 @@ class Dhcpv6Responder:
     set) has one address: it goes to the IA that already holds it, else to the first IA_NA;
     any other IA_NA gets status NoAddrsAvail. Without such a binding, each IA_NA is looked up
     by (DUID, IAID) in the IPv6 pools and, for SOLICIT/REQUEST/RENEW/REBIND with `allocate`,
-    allocated if new. An ADVERTISE names allocations held in memory and is sent at once; a
-    REPLY naming allocations the store has not committed yet returns them as
-    `Outcome.lease6` (and `extra6`, for a client with several new IAs) for the engine to
-    commit, all in one transaction, before sending.
+    allocated if new. Allocations the store has not committed yet are returned as
+    `Outcome.lease6` (and `extra6`, for a client with several new IAs): the engine commits
+    them, in one transaction, before sending a REPLY; an ADVERTISE (`commit_first` False)
+    goes at once, the allocations held in memory, unless the store is down.
     No address for any IA_NA: no reply ("pool_exhausted" when a pool was full, else
     "unknown_client"). IA_TA and IA_PD are answered with NoAddrsAvail / NoPrefixAvail.
 
@@ -355,7 +355,7 @@ class Dhcpv6Responder:
                     b = table.allocate6(duid, ia.iaid, eth_src)
                     if b is None:
                         exhausted = True
-                if b is not None and not b.durable and not advertise:
+                if b is not None and not b.durable:
                     to_commit.append(
                         Lease6(duid, ia.iaid, b.ipv6, b.prefixlen6, self.node, eth_src)
                     )
@@ -382,12 +382,14 @@ class Dhcpv6Responder:
         tail = self._tail + self._fqdn(msg, binding)
         if advertise:
             reply.extra = self._preference
-            return Outcome(label, reply=reply.build(ADVERTISE, tail), sent="ADVERTISE", mac=mac)
-        if mtype == SOLICIT:
-            reply.extra = _RAPID_COMMIT
-        out = Outcome(label, reply=reply.build(REPLY, tail), sent="REPLY", mac=mac)
+            out = Outcome(label, reply=reply.build(ADVERTISE, tail), sent="ADVERTISE", mac=mac)
+        else:
+            if mtype == SOLICIT:
+                reply.extra = _RAPID_COMMIT
+            out = Outcome(label, reply=reply.build(REPLY, tail), sent="REPLY", mac=mac)
         if to_commit:
             out.lease6, out.extra6 = to_commit[0], tuple(to_commit[1:])
+            out.commit_first = not advertise
         return out
 
     def _on_link(self, address: bytes, static: Binding | None) -> bool:

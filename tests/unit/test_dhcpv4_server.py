@@ -635,18 +635,20 @@ def test_pool_allocates_and_asks_for_commit():
     allocated = bytes((10, 244, 9, 10))
     assert out.sent == "DHCPOFFER" and out.mac == UNKNOWN_MAC
     assert bootp(out)[16:20] == allocated
-    assert out.lease is None  # an OFFER is sent at once; only the ACK waits for the store
+    # The allocation goes with the OFFER, which need not wait for the store (but does while
+    # the store is down); only the ACK always waits.
+    assert out.lease == Lease(UNKNOWN_MAC, allocated, 24, "node-a") and not out.commit_first
     assert bytes.fromhex("0104 ffffff00") in options(out)
     assert option_codes(options(out)) == [53, 1, 3, 6, 26, 51, 54, 121]  # no name: no 12
     # The same MAC asks again: the address is held for it.
     again = handle(dhcp, dhcp_request("discover", eth_src=UNKNOWN_MAC_STR))
-    assert bootp(again)[16:20] == allocated and again.lease is None
+    assert bootp(again)[16:20] == allocated and again.lease == out.lease
     # The REQUEST's ACK carries the lease for the engine to commit first.
     frame = dhcp_request(
         "request", eth_src=UNKNOWN_MAC_STR, options=[("requested_addr", "10.244.9.10")]
     )
     ack = handle(dhcp, frame)
-    assert ack.sent == "DHCPACK" and ack.lease == Lease(UNKNOWN_MAC, allocated, 24, "node-a")
+    assert ack.sent == "DHCPACK" and ack.lease == out.lease and ack.commit_first
     # ... and the NAK the engine sends instead if the store gives the address to another.
     nak = Ether(ack.nak)
     assert nak[Ether].dst == UNKNOWN_MAC_STR and nak[BOOTP].yiaddr == "0.0.0.0"

@@ -669,13 +669,15 @@ def test_pool_allocates_by_duid_and_iaid_and_asks_for_commit():
     frame = dhcp6_request("solicit", eth_src=UNKNOWN_MAC_STR)
     out = handle(dhcp6, frame)
     assert (out.sent, out.mac) == ("ADVERTISE", None)  # not a bound VM
-    assert out.lease6 is None  # an ADVERTISE is sent at once; only the REPLY waits
+    # The ADVERTISE need not wait for the store (unless it is down); the REPLY always does.
+    assert out.lease6 == Lease6(duid, IAID, pool_address(0), 64, "node-a", UNKNOWN_MAC)
+    assert not out.commit_first
     assert [a.address for a in ia_of(out).addresses] == [pool_address(0)]
     # The same IA again: the address is held for it.
     again = handle(dhcp6, frame)
     assert [a.address for a in ia_of(again).addresses] == [pool_address(0)]
     reply = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR))
-    assert reply.lease6 == Lease6(duid, IAID, pool_address(0), 64, "node-a", UNKNOWN_MAC)
+    assert reply.lease6 == out.lease6 and reply.commit_first
     dhcp6.table.confirm6(reply.lease6)
     reply = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR))
     assert reply.sent == "REPLY" and reply.lease6 is None
@@ -707,8 +709,9 @@ def test_pool_reply_to_several_new_ias_commits_them_all():
     grants both, handing the engine both leases to commit in one transaction."""
     dhcp6 = pool_responder()
     offer = handle(dhcp6, dhcp6_request("solicit", eth_src=UNKNOWN_MAC_STR, iaids=(1, 2)))
-    assert offer.lease6 is None and offer.extra6 == ()
     offered = [ia_of(offer, k).addresses[0].address for k in (0, 1)]
+    assert [x.ipv6 for x in (offer.lease6, *offer.extra6)] == offered
+    assert not offer.commit_first
     out = handle(dhcp6, dhcp6_request("request", eth_src=UNKNOWN_MAC_STR, iaids=(1, 2)))
     assert [ia_of(out, k).addresses[0].address for k in (0, 1)] == offered
     assert [(x.iaid, x.ipv6) for x in (out.lease6, *out.extra6)] == [

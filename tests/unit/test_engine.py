@@ -150,6 +150,19 @@ async def test_store_outage_refuses_new_allocations_keeps_known(engine, port, mo
     # Known bindings are still answered from memory, never NAKed for a slow store.
     engine.process(port, dhcp_request("discover"), 0.0)
     assert len(port.psock.sent) == 1
+    # A new client gets no OFFER while the store is down: its allocation is committed
+    # first, and that commit fails too.
+    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    assert len(port.psock.sent) == 1
+    await engine.flush()
+    assert len(port.psock.sent) == 1
+    assert sample(engine, "lmdp_drops_total", interface="tap0", reason="store_unavailable") == 2
+    # The store is back: the next DISCOVER's commit finds it, and the OFFER goes out.
+    monkeypatch.undo()
+    engine.process(port, dhcp_request("discover", eth_src=POOL_MAC_STR), 0.0)
+    await engine.flush()
+    assert len(port.psock.sent) == 2 and engine.health()[0] is True
+    assert engine.table.lookup(POOL_MAC).durable
 
 
 async def test_address_taken_by_another_node_is_not_acked(engine, port, monkeypatch):
