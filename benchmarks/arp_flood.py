@@ -319,14 +319,12 @@ def plot(data: dict, path: str) -> bool:
     ax2.set_ylabel("replies received by the sender")
     ax2.legend(fontsize=7, loc="lower right")
     m = data["machine"]
-    fig.suptitle(
+    benchlib.save_figure(
+        fig,
+        path,
         f"ARP flood, tcpreplay --topspeed, {data['requests']:,} requests from {data['macs']} "
         f"MACs: {m['cpu']} ({m['cpus']} CPUs), {m['python']}, {data['date']}",
-        fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return True
 
 

@@ -80,6 +80,16 @@ def machine() -> dict:
     }
 
 
+def save_figure(fig, path: str, title: str, fontsize: int = 9, dpi: int = 120) -> None:
+    """Title a matplotlib figure, lay it out, write it (PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def now_utc() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 

@@ -142,11 +142,8 @@ def plot(data: dict, path: str) -> None:
         a2.text(v, i, f" {v:.3f} %", va="center", fontsize=8)
     a2.legend(fontsize=8)
     m = data["machine"]
-    fig.suptitle(f"lmdp idle cost under bulk TCP: {m['cpu']}, {m['cpus']} CPUs, {data['date']}",
-                 fontsize=10)  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    bl.save_figure(fig, path, f"lmdp idle cost under bulk TCP: {m['cpu']}, {m['cpus']} CPUs, "
+                   f"{data['date']}", fontsize=10, dpi=110)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -601,11 +601,8 @@ def plot(data: dict, path: str) -> None:
         for ax in (top, bottom):
             ax.grid(True, which="both", alpha=0.3)
     m = data["machine"]
-    fig.suptitle(f"lmdp vs Kea {data.get('kea_version', '')}: {m['cpu']}, {m['cpus']} CPUs, "
-                 f"{data['date']}", fontsize=10)  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    bl.save_figure(fig, path, f"lmdp vs Kea {data.get('kea_version', '')}: {m['cpu']}, "
+                   f"{m['cpus']} CPUs, {data['date']}", fontsize=10, dpi=110)  # fmt: skip
 
 
 PIN = True

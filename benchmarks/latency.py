@@ -36,6 +36,8 @@ import statistics
 import sys
 import time
 
+import benchlib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WARMUP = 5
 TIMEOUT_S = 0.2
@@ -194,14 +196,12 @@ def plot(data: dict, path: str) -> bool:
         ax.set_title(KINDS[kind], fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
     m = data["machine"]
-    fig.suptitle(
+    benchlib.save_figure(
+        fig,
+        path,
         f"one request every {data['interval_ms']:g} ms, {data['count']} per series: "
         f"{m['cpu']} ({m['cpus']} CPUs), {m['python']}, {data['date']}",
-        fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return True
 
 

@@ -18,7 +18,7 @@ RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from replay import machine  # noqa: E402
+from benchlib import machine  # noqa: E402
 
 from dataplane.lab import Lab, LmdpProcess  # noqa: E402
 

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 
+import benchlib
 from netbench import (
     RESULTS,
     ROOT,
@@ -115,10 +116,7 @@ def plot(data: dict, path: str) -> bool:
     ax.set_ylabel("lmdp VmRSS (MiB)")
     ax.legend(fontsize=8)
     m = data["machine"]
-    ax.set_title(f"lmdp resident memory by port: {m['python']}, {data['date']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    benchlib.save_figure(fig, path, f"lmdp resident memory by port: {m['python']}, {data['date']}")
     return True
 
 

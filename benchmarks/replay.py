@@ -22,11 +22,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+import benchlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -45,28 +46,6 @@ KINDS = {
     "ns": ("NS for fe80::1 -> NA", "ns", 600, None),
     "dhcpv4-pool": ("DHCPv4 DISCOVER, pool clients", "dhcpv4-pool", 60, None),
 }
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    commit = subprocess.run(
-        ["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "kernel": platform.release(),
-        "lmdp": commit or "unknown",
-    }
 
 
 def replay_once(capture: str, passes: int) -> dict:
@@ -119,7 +98,7 @@ def run(kinds: list[str], runs: int, scale: float) -> dict:
     return {
         "benchmark": "replay",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        "machine": benchlib.machine(),
         "runs": runs,
         "method": (
             "lmdp replay, one process per run, median of the runs; replies per second of "
@@ -184,10 +163,7 @@ def plot(data: dict, path: str) -> bool:
     ax.set_xlim(min(values) / 2, max(values) * 4)
     ax.set_xlabel("replies per second, one core (log scale; red: target; black: range of runs)")
     m = data["machine"]
-    ax.set_title(f"lmdp replay: {m['cpu']}, {m['python']}, {data['date']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    benchlib.save_figure(fig, path, f"lmdp replay: {m['cpu']}, {m['python']}, {data['date']}")
     return True
 
 

@@ -508,11 +508,9 @@ def plot(data: dict, path: str) -> None:
                  + "; ".join(attach), fontsize=8)  # fmt: skip
     a2.legend(fontsize=8)
     m = data["machine"]
-    fig.suptitle(f"lmdp with {data['interfaces']:,} interfaces and {data['leases']:,} leases: "
-                 f"{m['cpu']}, {m['cpus']} CPUs, {data['date']}", fontsize=10)  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    bl.save_figure(fig, path, f"lmdp with {data['interfaces']:,} interfaces and "
+                   f"{data['leases']:,} leases: {m['cpu']}, {m['cpus']} CPUs, {data['date']}",
+                   fontsize=10, dpi=110)  # fmt: skip
 
 
 def describe(data: dict) -> None:
