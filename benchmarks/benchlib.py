@@ -26,6 +26,9 @@ RESULTS = os.path.join(HERE, "results")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+
+from dataplane.lab import metric_sum as metric_value  # noqa: E402, F401 (for the benchmarks)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLONE_NEWNET = 0x40000000
 _STARTED = time.monotonic()
@@ -240,21 +243,6 @@ def http_get(url: str, timeout: float = 2.0) -> str:
 
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read().decode()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` in a Prometheus text exposition with those labels."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric != name:
-            continue
-        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 # -- statistics -----------------------------------------------------------------------------

@@ -538,18 +538,16 @@ class LmdpProcess:
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` in a Prometheus text page whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name) or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric != name:
-            continue
-        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += float(value)
-    return total
+    """Sum of the samples named `name` (e.g. `lmdp_drops_total`) in a Prometheus text page
+    whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def write_config(path: Path, **overrides) -> Path:

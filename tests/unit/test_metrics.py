@@ -109,3 +109,19 @@ def test_own_registry_per_instance():
 
 def test_content_type():
     assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")
+
+
+def test_the_labs_metric_reader_sums_what_metrics_renders():
+    from dataplane.lab import metric_sum
+
+    m = Metrics()
+    m.dropped("tap0", "truncated")
+    m.dropped("tap1", "truncated")
+    m.dropped("tap1", "bad_ethertype")
+    m.count_bindings_with(lambda: (2, 7))
+    text = m.render().decode()
+    assert metric_sum(text, "lmdp_drops_total") == 3
+    assert metric_sum(text, "lmdp_drops_total", interface="tap1") == 2
+    assert metric_sum(text, "lmdp_drops_total", interface="tap1", reason="truncated") == 1
+    assert metric_sum(text, "lmdp_bindings", kind="pool") == 7
+    assert metric_sum(text, "lmdp_no_such_metric") == 0
