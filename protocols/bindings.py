@@ -89,6 +89,19 @@ class _Range:
     def size(self) -> int:
         return int(self.end) - int(self.start) + 1
 
+    def next_free(self, taken: dict[bytes, object], width: int) -> bytes | None:
+        """The first address (`width` bytes) from `_next` on, wrapping, that is not in
+        `taken`; the search starts after it next time. None: every address is taken."""
+        n = self.size()
+        base = int(self.start)
+        for i in range(n):
+            off = (self._next + i) % n
+            ip = (base + off).to_bytes(width, "big")
+            if ip not in taken:
+                self._next = (off + 1) % n
+                return ip
+        return None
+
     def passed(self, ip: bytes) -> None:
         """`ip` is held (a lease read back from the store): start later searches past it, so
         that the first allocation after a restart does not walk every address held."""
@@ -197,18 +210,13 @@ class BindingTable:
         """A tentative pool binding for an unknown MAC, or None when no pool has room.
 
         The binding is entered with `durable=False`; the responder attaches a `Lease` to its
-        reply so the engine commits it first, then calls `confirm`. `pools` narrows the
-        choice (a relay's subnet); by default every pool is tried in order.
+        reply for the engine to commit (before an ACK), then the engine calls `confirm`.
+        `pools` narrows the choice (a relay's subnet); by default every pool is tried in
+        order.
         """
         for pool in self.pools if pools is None else pools:
-            n = pool.size()
-            base = int(pool.start)
-            for i in range(n):
-                off = (pool._next + i) % n
-                ip = (base + off).to_bytes(4, "big")
-                if ip in self.by_ipv4:
-                    continue
-                pool._next = (off + 1) % n
+            ip = pool.next_free(self.by_ipv4, 4)
+            if ip is not None:
                 b = Binding(
                     name="",
                     mac=mac,
@@ -266,14 +274,8 @@ class BindingTable:
         """
         key = (duid, iaid)
         for pool in self.pools6:
-            n = pool.size()
-            base = int(pool.start)
-            for i in range(n):
-                off = (pool._next + i) % n
-                ip = (base + off).to_bytes(16, "big")
-                if ip in self.by_ipv6:
-                    continue
-                pool._next = (off + 1) % n
+            ip = pool.next_free(self.by_ipv6, 16)
+            if ip is not None:
                 b = Binding(
                     name="",
                     mac=mac or b"",
