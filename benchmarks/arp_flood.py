@@ -285,13 +285,8 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def plot(data: dict, path: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
+    plt = benchlib.pyplot()
+    if plt is None:
         return False
     res = data["results"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.5 * len(res) + 3.5))

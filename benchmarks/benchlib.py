@@ -83,6 +83,20 @@ def machine() -> dict:
     }
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None (said on stderr) when
+    matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress("matplotlib is not installed: no plot (pip install -e '.[bench]')")
+        return None
+    return plt
+
+
 def save_figure(fig, path: str, title: str, fontsize: int = 9, dpi: int = 120) -> None:
     """Title a matplotlib figure, lay it out, write it (PNG) and close it."""
     import matplotlib.pyplot as plt
@@ -284,13 +298,7 @@ def write_results(name: str, data: dict, plot: Callable[[dict, str], None] | Non
     written = [os.path.relpath(path, ROOT)]
     if plot is not None:
         png = os.path.join(RESULTS, f"{name}.png")
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-        except ImportError:
-            progress("matplotlib is not installed: no plot (pip install -e '.[bench]')")
-        else:
+        if pyplot() is not None:
             plot(data, png)
             written.append(os.path.relpath(png, ROOT))
     sys.path.insert(0, HERE)

@@ -171,12 +171,8 @@ def run_client(lab, ns, kind, count, interval) -> list[float | None]:
 
 
 def plot(data: dict, path: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = benchlib.pyplot()
+    if plt is None:
         return False
     kinds = [k for k in KINDS if any(r["kind"] == k for r in data["results"])]
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2), squeeze=False)

@@ -98,18 +98,8 @@ def write_lmdp_config(path: Path, interfaces: list[str], bindings: list[dict] | 
 
 def start_lmdp(lab: Lab, ns: str, config: Path, env: dict[str, str]) -> LmdpProcess:
     """`lmdp serve` in `ns` with `env` added to its environment; returns once healthy."""
-    saved = {k: os.environ.get(k) for k in ("LMDP_RING", "LMDP_QDISC_BYPASS", *env)}
-    os.environ.pop("LMDP_QDISC_BYPASS", None)
-    os.environ.update(env)
-    try:
-        lmdp = LmdpProcess(lab, ns, config)
-        lmdp.start(timeout=30)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    lmdp = LmdpProcess(lab, ns, config, env={"LMDP_QDISC_BYPASS": None, **env})
+    lmdp.start(timeout=30)
     return lmdp
 
 

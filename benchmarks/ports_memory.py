@@ -99,12 +99,8 @@ def measure(lab, ns, config, variant, ports, cwd) -> dict:
 
 
 def plot(data: dict, path: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = benchlib.pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in data["results"]:

@@ -132,13 +132,8 @@ def table(data: dict) -> str:
 
 
 def plot(data: dict, path: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
+    plt = benchlib.pyplot()
+    if plt is None:
         return False
     results = data["results"][::-1]
     labels = [r["label"] for r in results]

@@ -372,92 +372,83 @@ def run_variant(args, variant: str, template: Path, small: bool) -> dict:
     """Hot attach, cold start and latency for one socket variant, in a lab of its own."""
     n = args.interfaces
     env = VARIANTS[variant]
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # inherited by the lmdp processes started below
     result: dict = {"variant": variant, "env": env}
     tag = f"[{variant}]"
-    try:
-        with Lab() as lab:
-            node = lab.netns("node")
-            peers = lab.netns("peers")
-            store = lab.workdir / "leases.db"
-            shutil.copyfile(template, store)
-            config = config_for(lab, "scale", n, store, ["tap*"])
-            http = bl.NetnsThread(node)
-            peers_ns = bl.NetnsThread(peers)
-            try:
-                # 1. lmdp first, then every interface at once.
-                lmdp = LmdpProcess(lab, node, config)
-                t0 = time.monotonic()
-                lmdp.start(timeout=120)
-                result["start_no_interfaces_s"] = round(time.monotonic() - t0, 2)
-                time.sleep(1)
-                result["before_interfaces"] = snapshot(lmdp.proc.pid)
-                bl.progress(
-                    f"{tag} lmdp up with {args.leases:,} leases and no interface in "
-                    f"{result['start_no_interfaces_s']:.2f} s: "
-                    f"{result['before_interfaces']['rss_mib']} MiB resident; making {n:,} veths"
-                )
-                cpu0 = bl.cpu_seconds(lmdp.proc.pid)
-                t0 = time.monotonic()
-                result["ip_batch_s"] = round(make_veths(lab, node, peers, 0, n), 2)
-                secs, result["hot_attached"], conf = wait_attached(http, n, t0, lmdp, args.timeout)
-                result["hot_attach_s"] = None if secs is None else round(secs, 2)
-                result["hot_metrics_s"] = None if conf is None else round(conf, 2)
-                result["timeout_s"] = args.timeout
-                result["hot_attach_cpu_s"] = round(bl.cpu_seconds(lmdp.proc.pid) - cpu0, 2)
-                result["after_hot_attach"] = settled_snapshot(lmdp.proc.pid)
-                bl.progress(
-                    f"{tag} hot attach: {n:,} interfaces: {attach_text(result, 'hot', n)} "
-                    f"after `ip -batch` started (which took {result['ip_batch_s']:.2f} s); lmdp "
-                    f"CPU {result['hot_attach_cpu_s']:.2f} s; "
-                    f"{result['after_hot_attach']['rss_mib']} MiB resident"
-                )
-                result["hot_log_problems"] = log_problems(lmdp)
-                result["stop_s"] = round(stop_timed(lmdp), 2)
-                bl.progress(f"{tag} lmdp stopped {result['stop_s']:.2f} s after SIGTERM")
-                # 2. Cold start with everything present.
-                lmdp = LmdpProcess(lab, node, config)
-                t0 = time.monotonic()
-                lmdp.start(wait=False)
-                secs, result["cold_attached"], conf = wait_attached(http, n, t0, lmdp, args.timeout)
-                result["cold_attach_s"] = None if secs is None else round(secs, 2)
-                result["cold_metrics_s"] = None if conf is None else round(conf, 2)
-                result["cold_cpu_s"] = round(bl.cpu_seconds(lmdp.proc.pid), 2)
-                result["after_cold_start"] = settled_snapshot(lmdp.proc.pid)
-                bl.progress(
-                    f"{tag} cold start: {n:,} interfaces: {attach_text(result, 'cold', n)} "
-                    f"after starting lmdp; {result['after_cold_start']['rss_mib']} MiB resident "
-                    f"(peak {result['after_cold_start']['hwm_mib']} MiB)"
-                )
-                # 3. Latency with that many.
-                result["latency"] = measure_latency(
-                    peers_ns, args.leases, n, args.samples, f"{tag} {n:,} interfaces"
-                )
-                result["after_latency"] = snapshot(lmdp.proc.pid)
-                result["cold_log_problems"] = log_problems(lmdp)
-                stop_timed(lmdp)
-                if small:
-                    # The same on a small lmdp: one interface, an empty store.
-                    small_config = config_for(lab, "small", n, lab.workdir / "small.db", ["tap0"])
-                    lmdp = LmdpProcess(lab, node, small_config)
-                    lmdp.start()
-                    wait_attached(http, 1, time.monotonic(), lmdp, args.timeout)
-                    result["small_rss"] = snapshot(lmdp.proc.pid)
-                    result["small_latency"] = measure_latency(
-                        peers_ns, args.leases, 1, args.samples, f"{tag} 1 interface, empty store",
-                        kinds=[k for k in KINDS if k[0] != "pool-lease"],
-                    )  # fmt: skip
-                    lmdp.stop()
-            finally:
-                http.close()
-                peers_ns.close()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with Lab() as lab:
+        node = lab.netns("node")
+        peers = lab.netns("peers")
+        store = lab.workdir / "leases.db"
+        shutil.copyfile(template, store)
+        config = config_for(lab, "scale", n, store, ["tap*"])
+        http = bl.NetnsThread(node)
+        peers_ns = bl.NetnsThread(peers)
+        try:
+            # 1. lmdp first, then every interface at once.
+            lmdp = LmdpProcess(lab, node, config, env=env)
+            t0 = time.monotonic()
+            lmdp.start(timeout=120)
+            result["start_no_interfaces_s"] = round(time.monotonic() - t0, 2)
+            time.sleep(1)
+            result["before_interfaces"] = snapshot(lmdp.proc.pid)
+            bl.progress(
+                f"{tag} lmdp up with {args.leases:,} leases and no interface in "
+                f"{result['start_no_interfaces_s']:.2f} s: "
+                f"{result['before_interfaces']['rss_mib']} MiB resident; making {n:,} veths"
+            )
+            cpu0 = bl.cpu_seconds(lmdp.proc.pid)
+            t0 = time.monotonic()
+            result["ip_batch_s"] = round(make_veths(lab, node, peers, 0, n), 2)
+            secs, result["hot_attached"], conf = wait_attached(http, n, t0, lmdp, args.timeout)
+            result["hot_attach_s"] = None if secs is None else round(secs, 2)
+            result["hot_metrics_s"] = None if conf is None else round(conf, 2)
+            result["timeout_s"] = args.timeout
+            result["hot_attach_cpu_s"] = round(bl.cpu_seconds(lmdp.proc.pid) - cpu0, 2)
+            result["after_hot_attach"] = settled_snapshot(lmdp.proc.pid)
+            bl.progress(
+                f"{tag} hot attach: {n:,} interfaces: {attach_text(result, 'hot', n)} "
+                f"after `ip -batch` started (which took {result['ip_batch_s']:.2f} s); lmdp "
+                f"CPU {result['hot_attach_cpu_s']:.2f} s; "
+                f"{result['after_hot_attach']['rss_mib']} MiB resident"
+            )
+            result["hot_log_problems"] = log_problems(lmdp)
+            result["stop_s"] = round(stop_timed(lmdp), 2)
+            bl.progress(f"{tag} lmdp stopped {result['stop_s']:.2f} s after SIGTERM")
+            # 2. Cold start with everything present.
+            lmdp = LmdpProcess(lab, node, config, env=env)
+            t0 = time.monotonic()
+            lmdp.start(wait=False)
+            secs, result["cold_attached"], conf = wait_attached(http, n, t0, lmdp, args.timeout)
+            result["cold_attach_s"] = None if secs is None else round(secs, 2)
+            result["cold_metrics_s"] = None if conf is None else round(conf, 2)
+            result["cold_cpu_s"] = round(bl.cpu_seconds(lmdp.proc.pid), 2)
+            result["after_cold_start"] = settled_snapshot(lmdp.proc.pid)
+            bl.progress(
+                f"{tag} cold start: {n:,} interfaces: {attach_text(result, 'cold', n)} "
+                f"after starting lmdp; {result['after_cold_start']['rss_mib']} MiB resident "
+                f"(peak {result['after_cold_start']['hwm_mib']} MiB)"
+            )
+            # 3. Latency with that many.
+            result["latency"] = measure_latency(
+                peers_ns, args.leases, n, args.samples, f"{tag} {n:,} interfaces"
+            )
+            result["after_latency"] = snapshot(lmdp.proc.pid)
+            result["cold_log_problems"] = log_problems(lmdp)
+            stop_timed(lmdp)
+            if small:
+                # The same on a small lmdp: one interface, an empty store.
+                small_config = config_for(lab, "small", n, lab.workdir / "small.db", ["tap0"])
+                lmdp = LmdpProcess(lab, node, small_config, env=env)
+                lmdp.start()
+                wait_attached(http, 1, time.monotonic(), lmdp, args.timeout)
+                result["small_rss"] = snapshot(lmdp.proc.pid)
+                result["small_latency"] = measure_latency(
+                    peers_ns, args.leases, 1, args.samples, f"{tag} 1 interface, empty store",
+                    kinds=[k for k in KINDS if k[0] != "pool-lease"],
+                )  # fmt: skip
+                lmdp.stop()
+        finally:
+            http.close()
+            peers_ns.close()
     return result
 
 

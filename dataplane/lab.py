@@ -488,14 +488,21 @@ class LmdpProcess:
     http: str = "127.0.0.1:9464"
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    env: dict[str, str | None] | None = None  # changes to lmdp's environment; None: unset
 
     def start(self, timeout: float = 15, wait: bool = True) -> None:
         """Start lmdp; with `wait`, return once it answers /healthz (else `wait_healthy`)."""
         self.log_path = self.config_path.with_suffix(".log")
         logf = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
+        environ = dict(os.environ)
+        for key, value in (self.env or {}).items():
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
         self.proc = self.lab.popen(
             self.ns, sys.executable, "-m", "dataplane.cli", "serve", "-c", str(self.config_path),
-            stdout=logf, stderr=subprocess.STDOUT,
+            stdout=logf, stderr=subprocess.STDOUT, env=environ,
         )  # fmt: skip
         logf.close()
         if wait:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,15 @@ def run_in_veth_lab(
         if env is not None:
             cmd = ["env", env, *cmd]
         return json.loads(lab.exec(ns, *cmd, timeout=timeout))
+
+
+def perfdhcp_stats(out: str) -> dict[str, dict[str, int]]:
+    """perfdhcp's per-exchange counts: {"DISCOVER-OFFER": {"sent packets": n,
+    "received packets": n, "drops": n}, ...}, from its "Statistics for:" sections."""
+    stats = {}
+    for section, body in re.findall(r"Statistics for: (\S+?)\*+\n(.*?)collected", out, re.S):
+        stats[section] = {
+            k: int(v)
+            for k, v in re.findall(r"^(sent packets|received packets|drops): (\d+)", body, re.M)
+        }
+    return stats

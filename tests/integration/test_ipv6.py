@@ -8,7 +8,6 @@ walker written here, independent of lmdp's own codec.
 from __future__ import annotations
 
 import ipaddress
-import re
 import struct
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from dataplane.lab import (
     wait_for,
 )
 
-from .conftest import GATEWAY_MAC, VM_IP, VM_MAC, Node, require
+from .conftest import GATEWAY_MAC, VM_IP, VM_MAC, Node, perfdhcp_stats, require
 
 VM6 = "fd00:10:244:2::1a"
 DNS6 = "fd00:10:96::a"
@@ -476,12 +475,7 @@ def test_perfdhcp6_thousand_clients_no_drops(lab, nodes):
         perf, "perfdhcp", "-6", "-l", "eth0", "-r", "200", "-R", "1000", "-n", "1000",
         "-p", "30", "-W", "2000000", check=False, timeout=60,
     )  # fmt: skip
-    stats = {}
-    for section, body in re.findall(r"Statistics for: (\S+?)\*+\n(.*?)collected", out, re.S):
-        stats[section] = {
-            k: int(v)
-            for k, v in re.findall(r"^(sent packets|received packets|drops): (\d+)", body, re.M)
-        }
+    stats = perfdhcp_stats(out)
     want = {"sent packets": 1000, "received packets": 1000, "drops": 0}
     assert stats.get("SOLICIT-ADVERTISE") == want, out
     assert stats.get("REQUEST-REPLY") == want, out

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-from .conftest import Node, require
+from .conftest import Node, perfdhcp_stats, require
 
 
 def test_perfdhcp_thousand_clients_no_drops(lab):
@@ -22,12 +20,7 @@ def test_perfdhcp_thousand_clients_no_drops(lab):
         perf, "perfdhcp", "-4", "-l", "eth0", "-r", "200", "-R", "1000", "-n", "1000",
         "-p", "30", "-W", "2000000", check=False, timeout=60,
     )  # fmt: skip
-    stats = {}
-    for section, body in re.findall(r"Statistics for: (\S+?)\*+\n(.*?)collected", out, re.S):
-        stats[section] = {
-            k: int(v)
-            for k, v in re.findall(r"^(sent packets|received packets|drops): (\d+)", body, re.M)
-        }
+    stats = perfdhcp_stats(out)
     assert stats["DISCOVER-OFFER"] == {"sent packets": 1000, "received packets": 1000,
                                        "drops": 0}, out  # fmt: skip
     assert stats["REQUEST-ACK"] == {"sent packets": 1000, "received packets": 1000,
